@@ -1,0 +1,1 @@
+"""vecreg-bench: batched vector regression by gradient descent, several ways, timed."""

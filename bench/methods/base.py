@@ -1,0 +1,80 @@
+"""What every method shares: the Fit result, the input checks and the fit/run split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from bench.problem import DTYPES
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The result of K steps: the final x_K and the loss trace loss[0 .. K-1] (float32)."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+
+
+def check_inputs(x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
+    """ValueError naming the argument, its value and what is allowed."""
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or 0 in x0.shape:
+        shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 has shape {shape}; it must be a non-empty [batch, dim] tensor")
+    if not isinstance(t, torch.Tensor) or t.shape != x0.shape:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"t has shape {shape}; it must match x0's shape {tuple(x0.shape)}")
+    if x0.dtype not in DTYPES.values():
+        raise ValueError(f"x0 has dtype {x0.dtype}; use one of {', '.join(DTYPES)}")
+    if t.dtype != x0.dtype or t.device != x0.device:
+        raise ValueError(
+            f"t is {t.dtype} on {t.device}; it must match x0 ({x0.dtype} on {x0.device})"
+        )
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr={lr!r} is not allowed; it must be a finite number > 0")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} is not allowed; it must be an integer >= 1")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Arithmetic precision: float64 stays float64; float32, float16 and bfloat16 use float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class Method:
+    """One implementation of the update x <- x - lr * 2 (x - t) / D.
+
+    Subclasses implement `run`, which updates a fresh contiguous copy of x0 in place and returns
+    the loss trace without synchronizing with the host; `fit` wraps it with the input checks and
+    the copy. `prepare` does the untimed work (compilation, autotuning, first-call allocation).
+    """
+
+    name: str = ""
+    summary: str = ""
+
+    def available(self, device: str | torch.device) -> str | None:
+        """None if the method can run on `device`, else the reason it cannot."""
+        return None
+
+    def prepare(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
+        """Untimed warm-up for this shape, dtype and device: one short fit compiles and caches."""
+        self.fit(x0, t, lr, min(steps, 2))
+
+    def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
+        """Apply `steps` updates to `x` in place; return the [steps] float32 loss trace."""
+        raise NotImplementedError
+
+    def fit(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> Fit:
+        """Fit from x0 (left unmodified); see the module docstring of `bench.methods`."""
+        check_inputs(x0, t, lr, steps)
+        reason = self.available(x0.device)
+        if reason is not None:
+            raise RuntimeError(f"method {self.name!r} cannot run on {x0.device}: {reason}")
+        x = x0.clone(memory_format=torch.contiguous_format)
+        loss = self.run(x, t.contiguous(), float(lr), steps)
+        return Fit(x=x, loss=loss)
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"

@@ -1,0 +1,19 @@
+"""One fused Triton kernel per step: reads x and t once, writes x and the loss partial sums."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.methods.base import Method
+from bench.methods.triton_env import load_kernels, triton_missing
+
+
+class TritonStep(Method):
+    name = "triton_step"
+    summary = "one fused Triton kernel per step (x, t read once; x and loss partials written)"
+
+    def available(self, device: str | torch.device) -> str | None:
+        return triton_missing(torch.device(device))
+
+    def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
+        return load_kernels("triton_step").fit(x, t, lr, steps)
