@@ -1,53 +1,48 @@
-"""`python -m bench`: fit the question's case with every method this machine can run."""
+"""`python -m bench`: the command line. Each subcommand lives in its own module, which provides
+`add_arguments(parser)` and `run(args) -> exit code`; with no subcommand, `run` is the main job."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-import torch
+from bench.results import ResultsError
 
-from bench.convergence import first_step_below
-from bench.methods import METHODS
-from bench.problem import SEED, resolve_device
-
-
-def best_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+# name -> (module, one-line help). The first is the default.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bench.main_job", "the main job (default): fit the question's case with every method"),
+}
 
 
-def seed_case(device: str) -> int:
-    """Print, per method and lr, the final x and the step at which the distance fell to 1%."""
-    print(f"The question's case on {device}: B=1, D=5, t=[1, 2, 3, 4, 5], 1000 steps")
-    print(f"{'method':<12} {'lr':>5} {'1% at step':>10}  final x")
-    for method in METHODS.values():
-        reason = method.available(device)
-        if reason is not None:
-            print(f"{method.name:<12} skipped: {reason}")
-            continue
-        for problem in SEED:
-            x0, t = problem.inputs(device)
-            fit = method.fit(x0, t, problem.lr, problem.steps)
-            step = first_step_below(fit.loss.cpu(), 0.01)
-            x = ", ".join(f"{v:.4f}" for v in fit.x[0].tolist())
-            print(f"{method.name:<12} {problem.lr:>5g} {step!s:>10}  [{x}]")
-    return 0
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="vecreg-bench: batched vector regression by gradient descent, several ways, "
+        "timed. With no subcommand, runs the main job ('run').",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Fit the question's case (B=1, D=5, t=[1..5], lr 0.01 and 0.1, 1000 steps) "
-        "with every method available here.",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)"
-    )
-    args = parser.parse_args(argv)
-    device = args.device or best_device()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = [next(iter(COMMANDS)), *argv]
+    args = build_parser().parse_args(argv)
     try:
-        resolve_device(device)
-    except ValueError as exc:
+        return importlib.import_module(args.module).run(args)
+    except (UsageError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return seed_case(device)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
