@@ -144,7 +144,7 @@ class Comparison:
         )
         return (
             f"{self.candidate_label} vs {self.baseline_label} on {devices}: "
-            f"threshold {self.threshold:.0%}, alpha {self.alpha:g}, medians of seconds per fit"
+            f"threshold {self.threshold * 100:g}%, alpha {self.alpha:g}, medians of seconds per fit"
         )
 
     def _summary(self) -> list[str]:
@@ -398,12 +398,17 @@ def _iqr_over_median(x: np.ndarray) -> float:
 
 
 def format_seconds(seconds: float) -> str:
+    """Three significant digits in s, ms, us or ns: '2.00 ms', '800 us', '1.20 s'."""
     if seconds is None or math.isnan(seconds):
         return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:#.3g} {unit}"
-    return f"{seconds / 1e-9:#.3g} ns"
+    seconds = float(f"{seconds:.3g}")  # round first: 999.6 us is shown as 1.00 ms
+    unit, scale = next(
+        ((u, k) for u, k in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)) if abs(seconds) >= k),
+        ("ns", 1e-9),
+    )
+    value = seconds / scale
+    decimals = max(0, 2 - math.floor(math.log10(abs(value)))) if value else 2
+    return f"{value:.{decimals}f} {unit}"
 
 
 def format_change(change: float) -> str:

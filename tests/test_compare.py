@@ -14,6 +14,7 @@ from bench.compare import (
     MWU_MIN_SAMPLES,
     compare,
     compare_files,
+    format_seconds,
     parse_threshold,
 )
 from bench.problem import Problem
@@ -199,6 +200,20 @@ def test_threshold_accepts_percent_and_fraction():
     assert parse_threshold("10%") == pytest.approx(0.10)
     assert parse_threshold("0.1") == pytest.approx(0.10)
     assert parse_threshold("0") == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (2e-3, "2.00 ms"),
+        (7.996e-4, "800 us"),
+        (999.6e-6, "1.00 ms"),
+        (1.2, "1.20 s"),
+        (5e-10, "0.500 ns"),
+    ],
+)
+def test_format_seconds(seconds, text):
+    assert format_seconds(seconds) == text
 
 
 def test_one_file_without_baseline_for_device_is_a_usage_error(tmp_path, capsys):
