@@ -12,6 +12,8 @@ from bench.results import ResultsError
 # name -> (module, one-line help). The first is the default.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.main_job", "the main job (default): fit the question's case with every method"),
+    "compare": ("bench.compare", "compare two results files; exit 1 on a significant slowdown"),
+    "baseline": ("bench.baseline", "save a results file as this device's baseline"),
 }
 
 

@@ -1,0 +1,537 @@
+"""Regression check: compare two results files case by case and flag only real slowdowns.
+
+A case is a regression when the candidate's median is slower than the baseline's by more than
+`threshold` AND the raw samples say the difference is not noise (one-sided test at `alpha`).
+Improvements are the mirror image. A big change that is not significant is "inconclusive".
+
+Significance, on the raw samples (seconds per fit) of each side:
+
+- both sides with >= MWU_MIN_SAMPLES (8) samples: Mann-Whitney U, one-sided (exact below 9 per
+  side, asymptotic above, as scipy picks). Why 8: the smallest p-value the exact test can give is
+  1 / C(n1 + n2, n1): 1/70 = 0.014 at 4 + 4, which can never pass alpha = 0.01; 1/252 at 5 + 5,
+  which passes only when every candidate sample is slower than every baseline sample; 1/12870 at
+  8 + 8, which leaves room for a few overlapping samples in a real slowdown.
+- both sides with 3 to 7 samples: a percentile bootstrap of the ratio of medians (each side
+  resampled on its own, BOOTSTRAP_RESAMPLES times, seeded so that verdicts are reproducible). The
+  p-value is the share of resampled ratios on the other side of 1, so "p < alpha" is the same as
+  "1 lies outside the one-sided (1 - alpha) interval", which is shown too.
+- fewer than 3 on either side: no test ("untested"): one or two samples cannot tell noise apart.
+
+No correction for testing many cases at once: the threshold on the size of the change is what keeps
+a sweep of dozens of cases from flagging noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from bench.results import ResultsError, case_key, device_name, load_results, samples
+
+MWU_MIN_SAMPLES = 8
+BOOTSTRAP_MIN_SAMPLES = 3
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+# Same bound as extra_info["noisy"]: IQR above 10% of the median.
+NOISY_IQR_OVER_MEDIAN = 0.10
+
+# Most severe first: the order of rows in the text and Markdown tables.
+VERDICTS = ("regression", "inconclusive", "improvement", "untested", "unchanged")
+
+TABLE_COLUMNS = (
+    "case",
+    "method",
+    "problem",
+    "dtype",
+    "device",
+    "baseline_n",
+    "candidate_n",
+    "baseline_median_s",
+    "candidate_median_s",
+    "ratio",
+    "change",
+    "test",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "significant",
+    "verdict",
+    "notes",
+)
+
+
+class DeviceMismatchError(ResultsError):
+    """The two files were measured on different device models."""
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing a candidate run with a baseline run.
+
+    `table` has one row per case present in both files (columns: TABLE_COLUMNS; times in seconds,
+    `change` = ratio - 1, `p_value` one-sided in the direction of the change).
+    """
+
+    table: pd.DataFrame
+    only_in_baseline: list[str]
+    only_in_candidate: list[str]
+    threshold: float
+    alpha: float
+    baseline_device: str
+    candidate_device: str
+    baseline_label: str = "baseline"
+    candidate_label: str = "candidate"
+    # Why a case of the baseline is missing from the candidate, where the candidate says so.
+    missing_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[str]:
+        return self._cases("regression")
+
+    @property
+    def improvements(self) -> list[str]:
+        return self._cases("improvement")
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return self._cases("inconclusive")
+
+    @property
+    def exit_code(self) -> int:
+        """0: no regression; 1: at least one."""
+        return 1 if self.regressions else 0
+
+    def _cases(self, verdict: str) -> list[str]:
+        if self.table.empty:
+            return []
+        return self.table.loc[self.table["verdict"] == verdict, "case"].tolist()
+
+    def _rows_by_severity(self) -> pd.DataFrame:
+        order = {v: i for i, v in enumerate(VERDICTS)}
+        return self.table.sort_values(
+            "verdict", key=lambda col: col.map(order), kind="stable"
+        ).reset_index(drop=True)
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        header = ["case", "baseline", "candidate", "change", "evidence", "verdict", "notes"]
+        rows = [
+            [
+                row.case,
+                format_seconds(row.baseline_median_s),
+                format_seconds(row.candidate_median_s),
+                format_change(row.change),
+                format_evidence(row),
+                row.verdict,
+                row.notes,
+            ]
+            for row in self._rows_by_severity().itertuples()
+        ]
+        return header, rows
+
+    def _title(self) -> str:
+        devices = (
+            self.baseline_device
+            if self.baseline_device == self.candidate_device
+            else f"{self.baseline_device} (baseline) vs {self.candidate_device} (candidate)"
+        )
+        return (
+            f"{self.candidate_label} vs {self.baseline_label} on {devices}: "
+            f"threshold {self.threshold * 100:g}%, alpha {self.alpha:g}, medians of seconds per fit"
+        )
+
+    def _summary(self) -> list[str]:
+        lines = []
+        n = len(self.table)
+        if self.regressions:
+            lines.append(f"{len(self.regressions)} regression(s) out of {n} case(s):")
+            for row in self.table[self.table["verdict"] == "regression"].itertuples():
+                lines.append(
+                    f"  REGRESSION {row.case}: {format_change(row.change)}, {format_evidence(row)}"
+                )
+        else:
+            lines.append(f"no regression in {n} case(s)")
+        if self.improvements:
+            lines.append(f"{len(self.improvements)} improvement(s): {', '.join(self.improvements)}")
+        if self.inconclusive:
+            lines.append(
+                f"{len(self.inconclusive)} inconclusive (changed beyond the threshold, but the "
+                f"samples are too noisy to tell): {', '.join(self.inconclusive)}"
+            )
+        untested = self._cases("untested")
+        if untested:
+            lines.append(
+                f"{len(untested)} untested (fewer than {BOOTSTRAP_MIN_SAMPLES} raw samples): "
+                f"{', '.join(untested)}"
+            )
+        if self.baseline_device != self.candidate_device:
+            lines.append(
+                "note: different device models, compared because --allow-device-mismatch was given"
+            )
+        for case in self.only_in_baseline:
+            reason = self.missing_reasons.get(case)
+            lines.append(f"only in baseline: {case}" + (f" ({reason})" if reason else ""))
+        for case in self.only_in_candidate:
+            lines.append(f"only in candidate: {case}")
+        return lines
+
+    def to_text(self) -> str:
+        """A terminal table, most severe verdicts first, then a summary naming each regression."""
+        header, rows = self._cells()
+        lines = [self._title(), ""]
+        if rows:
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            right = {1, 2, 3}  # numbers right-aligned
+            for r in [header, *rows]:
+                cells = [
+                    c.rjust(w) if i in right else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                ]
+                lines.append("  ".join(cells).rstrip())
+        else:
+            lines.append("no case is present in both files")
+        lines.append("")
+        lines.extend(self._summary())
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self) -> str:
+        """The same, as Markdown for a CI comment."""
+        status = (
+            f"**{len(self.regressions)} regression(s)**" if self.regressions else "no regression"
+        )
+        lines = [f"### Benchmark comparison: {status}", "", self._title(), ""]
+        header, rows = self._cells()
+        if rows:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append(
+                "| "
+                + " | ".join("---:" if i in (1, 2, 3) else "---" for i in range(len(header)))
+                + " |"
+            )
+            for r in rows:
+                cells = [c.replace("|", "\\|") for c in r]
+                if r[5] == "regression":
+                    cells = [f"**{c}**" if c else c for c in cells]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        lines.extend(f"- {line.strip()}" for line in self._summary())
+        return "\n".join(lines) + "\n"
+
+
+def compare_files(
+    baseline: str | Path,
+    candidate: str | Path,
+    threshold: float = 0.10,
+    alpha: float = 0.01,
+    allow_device_mismatch: bool = False,
+) -> Comparison:
+    """Load two results files and compare them (see `compare`). ResultsError on a bad file."""
+    base_data = load_results(baseline)
+    cand_data = load_results(candidate)
+    return compare(
+        base_data,
+        cand_data,
+        threshold=threshold,
+        alpha=alpha,
+        allow_device_mismatch=allow_device_mismatch,
+        baseline_label=str(baseline),
+        candidate_label=str(candidate),
+    )
+
+
+def compare(
+    base_data: dict[str, Any],
+    cand_data: dict[str, Any],
+    threshold: float = 0.10,
+    alpha: float = 0.01,
+    allow_device_mismatch: bool = False,
+    baseline_label: str = "baseline",
+    candidate_label: str = "candidate",
+) -> Comparison:
+    """Compare two loaded results files, matching cases by (method, problem, dtype, device)."""
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"threshold={threshold!r} is not allowed; it must be a fraction >= 0")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} is not allowed; it must be between 0 and 1")
+    base_device, cand_device = device_name(base_data), device_name(cand_data)
+    if base_device != cand_device and not allow_device_mismatch:
+        raise DeviceMismatchError(
+            f"{baseline_label} was measured on {base_device!r} and {candidate_label} on "
+            f"{cand_device!r}: timings from different device models are not comparable "
+            "(pass --allow-device-mismatch to compare anyway)"
+        )
+    base = _cases_by_key(base_data, baseline_label)
+    cand = _cases_by_key(cand_data, candidate_label)
+    rows = [
+        _compare_case(key, samples(base[key]), samples(cand[key]), threshold, alpha)
+        for key in base
+        if key in cand
+    ]
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    reasons = _missing_reasons(cand_data)
+    only_base = [case_name(k) for k in base if k not in cand]
+    return Comparison(
+        table=table,
+        only_in_baseline=only_base,
+        only_in_candidate=[case_name(k) for k in cand if k not in base],
+        threshold=threshold,
+        alpha=alpha,
+        baseline_device=base_device,
+        candidate_device=cand_device,
+        baseline_label=baseline_label,
+        candidate_label=candidate_label,
+        missing_reasons={
+            case_name(k): reasons[k[:2]] for k in base if k not in cand and k[:2] in reasons
+        },
+    )
+
+
+def case_name(key: tuple[str, ...]) -> str:
+    """'analytic B64xD256-K100-lr0.1-float32 cpu': method, problem, dtype (unless the problem
+    name carries it already) and device."""
+    method, problem, dtype, device = key
+    parts = [method, problem] + ([] if problem.endswith(dtype) else [dtype]) + [device]
+    return " ".join(parts)
+
+
+def _cases_by_key(data: dict[str, Any], label: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    cases: dict[tuple[str, ...], dict[str, Any]] = {}
+    for entry in data["benchmarks"]:
+        key = case_key(entry)
+        if key in cases:
+            raise ResultsError(f"{label}: holds the case {case_name(key)!r} twice")
+        cases[key] = entry
+    return cases
+
+
+def _missing_reasons(data: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(method, problem) -> 'skipped: why' / 'failed: why', from the file's top-level 'vecreg'."""
+    reasons = {}
+    extra = data.get("vecreg") or {}
+    for kind in ("skipped", "failed"):
+        for item in extra.get(kind) or []:
+            if isinstance(item, dict) and "method" in item and "problem" in item:
+                reasons[(str(item["method"]), str(item["problem"]))] = (
+                    f"{kind} in the candidate: {item.get('reason', '?')}"
+                )
+    return reasons
+
+
+def _compare_case(
+    key: tuple[str, ...], base: list[float], cand: list[float], threshold: float, alpha: float
+) -> dict[str, Any]:
+    b, c = np.asarray(base, dtype=float), np.asarray(cand, dtype=float)
+    row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), key, strict=True))
+    row.update(case=case_name(key), baseline_n=b.size, candidate_n=c.size)
+    row.update(test="none", p_value=math.nan, ci_low=math.nan, ci_high=math.nan)
+    notes = []
+    if b.size == 0 or c.size == 0:
+        row.update(baseline_median_s=math.nan, candidate_median_s=math.nan, ratio=math.nan)
+        row.update(change=math.nan, significant=False, verdict="untested")
+        row["notes"] = "no raw samples (saved without --benchmark-save-data?)"
+        return row
+    b_med, c_med = float(np.median(b)), float(np.median(c))
+    ratio = c_med / b_med if b_med > 0 else math.nan
+    change = ratio - 1
+    row.update(baseline_median_s=b_med, candidate_median_s=c_med, ratio=ratio, change=change)
+    slower = ratio > 1
+
+    if b.size >= MWU_MIN_SAMPLES and c.size >= MWU_MIN_SAMPLES:
+        # x = candidate: 'greater' means the candidate's times are stochastically larger: slower.
+        p = mannwhitneyu(c, b, alternative="greater" if slower else "less").pvalue
+        row.update(test="mann-whitney", p_value=float(p))
+    elif b.size >= BOOTSTRAP_MIN_SAMPLES and c.size >= BOOTSTRAP_MIN_SAMPLES:
+        ratios = _bootstrap_ratios(b, c)
+        beyond = np.count_nonzero(ratios <= 1) if slower else np.count_nonzero(ratios >= 1)
+        row.update(
+            test="bootstrap",
+            p_value=float(beyond / ratios.size),
+            ci_low=float(np.quantile(ratios, alpha)),
+            ci_high=float(np.quantile(ratios, 1 - alpha)),
+        )
+        notes.append(f"few samples ({b.size}/{c.size}): bootstrap")
+    p = row["p_value"]
+    significant = bool(p < alpha) if not math.isnan(p) else False
+    row["significant"] = significant
+
+    beyond_threshold = change > threshold if slower else change < -threshold
+    if row["test"] == "none":
+        verdict = "untested"
+        notes.append(f"too few samples ({b.size}/{c.size}) for a test")
+    elif beyond_threshold and significant:
+        verdict = "regression" if slower else "improvement"
+    elif beyond_threshold:
+        verdict = "inconclusive"
+        notes.append(f"{'slower' if slower else 'faster'} but not significant")
+    else:
+        verdict = "unchanged"
+        if significant and not math.isnan(change) and change != 0:
+            notes.append(f"significantly {'slower' if slower else 'faster'}, within threshold")
+    for side, x in (("baseline", b), ("candidate", c)):
+        spread = _iqr_over_median(x)
+        if spread > NOISY_IQR_OVER_MEDIAN:
+            notes.append(f"noisy {side} (IQR {spread:.0%} of median)")
+    row.update(verdict=verdict, notes="; ".join(notes))
+    return row
+
+
+def _bootstrap_ratios(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Ratios of medians (candidate / baseline) of BOOTSTRAP_RESAMPLES paired resamples."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    b_meds = np.median(b[rng.integers(0, b.size, (BOOTSTRAP_RESAMPLES, b.size))], axis=1)
+    c_meds = np.median(c[rng.integers(0, c.size, (BOOTSTRAP_RESAMPLES, c.size))], axis=1)
+    return c_meds / b_meds
+
+
+def _iqr_over_median(x: np.ndarray) -> float:
+    if x.size < 2:
+        return 0.0
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    return float((q3 - q1) / med) if med > 0 else math.inf
+
+
+def format_seconds(seconds: float) -> str:
+    """Three significant digits in s, ms, us or ns: '2.00 ms', '800 us', '1.20 s'."""
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    seconds = float(f"{seconds:.3g}")  # round first: 999.6 us is shown as 1.00 ms
+    unit, scale = next(
+        ((u, k) for u, k in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)) if abs(seconds) >= k),
+        ("ns", 1e-9),
+    )
+    value = seconds / scale
+    decimals = max(0, 2 - math.floor(math.log10(abs(value)))) if value else 2
+    return f"{value:.{decimals}f} {unit}"
+
+
+def format_change(change: float) -> str:
+    return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
+
+
+def format_evidence(row: Any) -> str:
+    """'p=2e-05 (MWU)', 'ratio in [1.21, 1.38] (bootstrap)' or '-'."""
+    if row.test == "mann-whitney":
+        return f"p={row.p_value:.2g} (MWU)"
+    if row.test == "bootstrap":
+        # p is a share of BOOTSTRAP_RESAMPLES ratios: 0 means below 1 / BOOTSTRAP_RESAMPLES.
+        p = f"p={row.p_value:.2g}" if row.p_value > 0 else f"p<{1 / BOOTSTRAP_RESAMPLES:g}"
+        return f"ratio in [{row.ci_low:.3g}, {row.ci_high:.3g}], {p} (bootstrap)"
+    return "-"
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parse_threshold(text: str) -> float:
+    """'10%' or '0.1' -> 0.1. ValueError (with a hint) otherwise."""
+    raw = text.strip()
+    percent = raw.endswith("%")
+    try:
+        value = float(raw[:-1] if percent else raw)
+    except ValueError:
+        raise ValueError(f"--threshold {text!r} is not a number; use e.g. 10% or 0.1") from None
+    if percent:
+        value /= 100
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"--threshold {text!r} is not allowed; it must be >= 0, e.g. 10% or 0.1")
+    if not percent and value >= 1:
+        raise ValueError(
+            f"--threshold {text!r} is ambiguous: a bare number is a fraction; "
+            f"write {raw}% for percent"
+        )
+    return value
+
+
+def parse_alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--alpha {text!r} is not a number; use e.g. 0.01") from None
+    if not 0 < value < 1:
+        raise ValueError(f"--alpha {text!r} is not allowed; it must be between 0 and 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Compare a candidate results file with a baseline, case by case. A case is a regression "
+        "when its median is slower by more than the threshold and the raw samples say so "
+        "significantly. Exit code: 0 no regression, 1 regression(s), 2 bad input."
+    )
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="BASELINE.json CANDIDATE.json, or only CANDIDATE.json with --baseline-for-device",
+    )
+    parser.add_argument(
+        "--baseline-for-device",
+        action="store_true",
+        help="use reports/baselines/<device-slug>.json for the candidate's device as the baseline",
+    )
+    parser.add_argument(
+        "--reports",
+        default="reports",
+        metavar="DIR",
+        help="where the baselines/ folder is (default: reports)",
+    )
+    parser.add_argument(
+        "--threshold",
+        default="10%",
+        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)",
+    )
+    parser.add_argument(
+        "--alpha", default="0.01", help="significance level, one-sided (default: 0.01)"
+    )
+    parser.add_argument(
+        "--allow-device-mismatch",
+        action="store_true",
+        help="compare even when the files were measured on different device models",
+    )
+    parser.add_argument(
+        "--markdown", metavar="FILE", default=None, help="also write the comparison as Markdown"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.baseline import baseline_path
+    from bench.cli import UsageError
+
+    try:
+        threshold = parse_threshold(args.threshold)
+        alpha = parse_alpha(args.alpha)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.baseline_for_device:
+        if len(args.files) != 1:
+            raise UsageError("with --baseline-for-device, give only the candidate results file")
+        candidate = Path(args.files[0])
+        cand_data = load_results(candidate)
+        baseline = baseline_path(device_name(cand_data), Path(args.reports))
+        if not baseline.exists():
+            raise UsageError(
+                f"no baseline for {device_name(cand_data)!r}: {baseline} does not exist "
+                f"(save one with: python -m bench baseline save {candidate})"
+            )
+    else:
+        if len(args.files) != 2:
+            raise UsageError(
+                "give BASELINE.json CANDIDATE.json, or --baseline-for-device CANDIDATE.json"
+            )
+        baseline, candidate = (Path(f) for f in args.files)
+    comparison = compare_files(baseline, candidate, threshold, alpha, args.allow_device_mismatch)
+    print(comparison.to_text(), end="")
+    if args.markdown:
+        path = Path(args.markdown)
+        if path.parent != Path():
+            os.makedirs(path.parent, exist_ok=True)
+        path.write_text(comparison.to_markdown(), encoding="utf-8")
+        print(f"markdown: {path}")
+    return comparison.exit_code

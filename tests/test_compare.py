@@ -1,0 +1,329 @@
+"""The regression check, on synthetic results files: no timing here."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import results_factory as rf
+
+from bench.baseline import baseline_path, device_slug, newest_results, save_baseline
+from bench.cli import main
+from bench.compare import (
+    BOOTSTRAP_MIN_SAMPLES,
+    MWU_MIN_SAMPLES,
+    compare,
+    compare_files,
+    format_seconds,
+    parse_threshold,
+)
+from bench.problem import Problem
+from bench.results import ResultsError
+
+SMALL = Problem(batch=64, dim=257, steps=100, lr=0.1)
+BIG = Problem(batch=1023, dim=1025, steps=100, lr=0.1, dtype="bfloat16")
+METHOD_TIMES = {"autograd": 2e-3, "analytic": 8e-4, "compiled": 5e-4}
+
+
+def timings(median, n=20, spread=0.01, seed=0):
+    """n samples around `median`, relative standard deviation `spread`, reproducible."""
+    rng = np.random.default_rng(seed)
+    return (median * (1 + spread * rng.standard_normal(n))).tolist()
+
+
+def run_file(path, scale=None, spread=0.01, n=20, seed=0, device_name="Test CPU", drop=()):
+    """A results file with every method x (SMALL, BIG); `scale` multiplies one method's times."""
+    scale = scale or {}
+    entries = []
+    for i, (method, t) in enumerate(METHOD_TIMES.items()):
+        for j, problem in enumerate((SMALL, BIG)):
+            if (method, problem) in drop:
+                continue
+            s = np.asarray(
+                timings(
+                    t,
+                    n,
+                    spread.get(method, 0.01) if isinstance(spread, dict) else spread,
+                    seed * 100 + 10 * i + j,
+                )
+            )
+            entries.append(
+                rf.entry(
+                    method, problem, (s * scale.get(method, 1.0)).tolist(), device_name=device_name
+                )
+            )
+    return rf.write(path, rf.results(entries, device_name=device_name))
+
+
+def case(method, problem=SMALL):
+    return f"{method} {problem.name} cpu"
+
+
+def test_identical_runs_exit_0(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json")
+    assert main(["compare", str(base), str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "no regression in 6 case(s)" in out
+
+
+def test_two_runs_of_the_same_code_exit_0(tmp_path):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2)
+    comparison = compare_files(base, cand)
+    assert comparison.exit_code == 0
+    assert set(comparison.table["verdict"]) == {"unchanged"}
+    assert set(comparison.table["test"]) == {"mann-whitney"}
+
+
+def test_a_30_percent_slowdown_with_tight_samples_is_flagged_and_named(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2, scale={"analytic": 1.3})
+    assert main(["compare", str(base), str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert f"REGRESSION {case('analytic')}" in out
+    assert f"REGRESSION {case('analytic', BIG)}" in out
+    assert "2 regression(s) out of 6 case(s)" in out
+    assert "autograd" not in "".join(line for line in out.splitlines() if "REGRESSION" in line)
+
+
+def test_a_30_percent_slowdown_in_noise_is_not_flagged(tmp_path):
+    noisy = {"analytic": 0.6}  # relative spread 60%: medians move by tens of % between runs
+    base = run_file(tmp_path / "base.json", seed=1, spread=noisy, n=10)
+    cand = run_file(tmp_path / "cand.json", seed=2, spread=noisy, n=10, scale={"analytic": 1.3})
+    comparison = compare_files(base, cand)
+    rows = comparison.table.set_index("case")
+    assert comparison.exit_code == 0 and comparison.regressions == []
+    for c in (case("analytic"), case("analytic", BIG)):
+        assert rows.loc[c, "change"] > 0.10  # slower beyond the threshold ...
+        assert rows.loc[c, "p_value"] > 0.01  # ... but not significantly
+        assert rows.loc[c, "verdict"] == "inconclusive"
+        assert "noisy" in rows.loc[c, "notes"]
+
+
+def test_a_faster_case_is_an_improvement(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2, scale={"compiled": 0.7})
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    assert "2 improvement(s)" in out and case("compiled") in out
+    comparison = compare_files(base, cand)
+    assert comparison.improvements == [case("compiled"), case("compiled", BIG)]
+    assert comparison.regressions == []
+
+
+def test_a_small_significant_slowdown_is_within_the_threshold(tmp_path):
+    base = run_file(tmp_path / "base.json", seed=1, spread=0.001)
+    cand = run_file(tmp_path / "cand.json", seed=2, spread=0.001, scale={"autograd": 1.05})
+    row = compare_files(base, cand).table.set_index("case").loc[case("autograd")]
+    assert row["significant"] and row["verdict"] == "unchanged"
+    assert "within threshold" in row["notes"]
+    assert compare_files(base, cand, threshold=0.03).regressions == [
+        case("autograd"),
+        case("autograd", BIG),
+    ]
+
+
+def test_cases_in_only_one_file_are_listed(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", drop=[("compiled", BIG)])
+    cand_path = run_file(tmp_path / "cand.json", drop=[("autograd", SMALL)])
+    data = json.loads(cand_path.read_text())
+    data["vecreg"]["failed"] = [
+        {"method": "autograd", "problem": SMALL.name, "reason": "out of memory"}
+    ]
+    rf.write(cand_path, data)
+    comparison = compare_files(base, cand_path)
+    assert comparison.only_in_baseline == [case("autograd")]
+    assert comparison.only_in_candidate == [case("compiled", BIG)]
+    assert len(comparison.table) == 4
+    assert main(["compare", str(base), str(cand_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"only in baseline: {case('autograd')} (failed in the candidate: out of memory)" in out
+    assert f"only in candidate: {case('compiled', BIG)}" in out
+
+
+def test_device_mismatch_is_refused_unless_allowed(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", device_name="NVIDIA A100-SXM4-80GB")
+    cand = run_file(tmp_path / "cand.json", device_name="NVIDIA H100 80GB HBM3")
+    assert main(["compare", str(base), str(cand)]) == 2
+    err = capsys.readouterr().err
+    assert "'NVIDIA A100-SXM4-80GB'" in err and "'NVIDIA H100 80GB HBM3'" in err
+    assert "--allow-device-mismatch" in err and err.count("\n") == 1
+    assert main(["compare", str(base), str(cand), "--allow-device-mismatch"]) == 0
+    assert "different device models" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "no such file"),
+        ("", "is empty"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"hello": 1}), "not a pytest-benchmark results file"),
+        (
+            json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {}}]}),
+            "not a vecreg-bench results file",
+        ),
+    ],
+    ids=["missing", "empty", "corrupt", "foreign", "foreign-benchmark"],
+)
+@pytest.mark.parametrize("side", ["baseline", "candidate"])
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, content, words, side):
+    good = run_file(tmp_path / "good.json")
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    argv = [str(good), str(bad)] if side == "candidate" else [str(bad), str(good)]
+    assert main(["compare", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert str(bad) in captured.err and words in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--threshold", "ten"], "not a number"),
+        (["--threshold", "10"], "ambiguous"),
+        (["--threshold=-5%"], "must be >= 0"),
+        (["--alpha", "1.5"], "between 0 and 1"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path, capsys, argv, words):
+    base = run_file(tmp_path / "base.json")
+    assert main(["compare", str(base), str(base), *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_threshold_accepts_percent_and_fraction():
+    assert parse_threshold("10%") == pytest.approx(0.10)
+    assert parse_threshold("0.1") == pytest.approx(0.10)
+    assert parse_threshold("0") == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (2e-3, "2.00 ms"),
+        (7.996e-4, "800 us"),
+        (999.6e-6, "1.00 ms"),
+        (1.2, "1.20 s"),
+        (5e-10, "0.500 ns"),
+    ],
+)
+def test_format_seconds(seconds, text):
+    assert format_seconds(seconds) == text
+
+
+def test_one_file_without_baseline_for_device_is_a_usage_error(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json")
+    assert main(["compare", str(base)]) == 2
+    assert "BASELINE.json CANDIDATE.json" in capsys.readouterr().err
+
+
+def test_markdown_is_written(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2, scale={"analytic": 1.3})
+    md = tmp_path / "ci" / "comparison.md"
+    assert main(["compare", str(base), str(cand), "--markdown", str(md)]) == 1
+    text = md.read_text()
+    assert text.startswith("### Benchmark comparison: **2 regression(s)**")
+    assert f"| **{case('analytic')}** |" in text
+    assert f"markdown: {md}" in capsys.readouterr().out
+
+
+def test_few_samples_use_the_bootstrap(tmp_path):
+    n = MWU_MIN_SAMPLES - 1
+    base = run_file(tmp_path / "base.json", n=n, seed=1, spread=0.005)
+    cand = run_file(tmp_path / "cand.json", n=n, seed=2, spread=0.005, scale={"analytic": 1.3})
+    comparison = compare_files(base, cand)
+    table = comparison.table.set_index("case")
+    assert set(table["test"]) == {"bootstrap"}
+    assert comparison.regressions == [case("analytic"), case("analytic", BIG)]
+    row = table.loc[case("analytic")]
+    assert 1 < row["ci_low"] < row["ratio"] < row["ci_high"]
+    assert "bootstrap" in comparison.to_text()
+    # Seeded: the same files give the same verdicts and numbers.
+    again = compare_files(base, cand).table
+    assert again.equals(comparison.table)
+
+
+def test_too_few_samples_are_untested(tmp_path):
+    n = BOOTSTRAP_MIN_SAMPLES - 1
+    base = run_file(tmp_path / "base.json", n=n, seed=1)
+    cand = run_file(tmp_path / "cand.json", n=n, seed=2, scale={"analytic": 2.0})
+    comparison = compare_files(base, cand)
+    assert set(comparison.table["verdict"]) == {"untested"}
+    assert comparison.exit_code == 0
+    assert "untested" in comparison.to_text()
+
+
+def test_compare_on_loaded_dicts_and_validation(tmp_path):
+    data = json.loads(run_file(tmp_path / "base.json").read_text())
+    assert compare(data, data).exit_code == 0
+    with pytest.raises(ValueError, match="alpha"):
+        compare(data, data, alpha=0)
+    with pytest.raises(ResultsError, match="twice"):
+        compare({**data, "benchmarks": data["benchmarks"] * 2}, data)
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
+        ("NVIDIA A100-SXM4-80GB", "nvidia-a100-sxm4-80gb"),
+        ("Intel(R) Xeon(R) Platinum 8480+", "intel-r-xeon-r-platinum-8480"),
+        ("  ", "unknown-device"),
+    ],
+)
+def test_device_slug(name, slug):
+    assert device_slug(name) == slug
+
+
+def test_baseline_save_and_find_round_trip(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    storage = reports / "Linux-CPython-3.11-64bit"
+    storage.mkdir(parents=True)
+    old = run_file(storage / "0001_old.json", seed=1, device_name="NVIDIA H100 80GB HBM3")
+    new = run_file(storage / "0002_new.json", seed=2, device_name="NVIDIA H100 80GB HBM3")
+    (reports / "notes.json").write_text('{"not": "results"}')
+    os.utime(old, (1_000, 1_000))
+    os.utime(new, (2_000, 2_000))
+    assert newest_results(reports) == new
+
+    assert main(["baseline", "save", "--reports", str(reports)]) == 0
+    saved = reports / "baselines" / "nvidia-h100-80gb-hbm3.json"
+    assert saved.read_bytes() == new.read_bytes()
+    assert str(saved) in capsys.readouterr().out
+    # A baseline is never taken for the newest run, even when it is the newest file.
+    os.utime(saved, (3_000, 3_000))
+    assert newest_results(reports) == new
+    assert list(saved.parent.iterdir()) == [saved]  # no temporary left behind
+
+    cand = run_file(
+        tmp_path / "cand.json", seed=3, device_name="NVIDIA H100 80GB HBM3", scale={"analytic": 1.3}
+    )
+    argv = ["compare", "--baseline-for-device", str(cand), "--reports", str(reports)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"vs {saved}" in out and "REGRESSION analytic" in out
+
+    assert save_baseline(old, reports) == baseline_path("NVIDIA H100 80GB HBM3", reports)
+    assert saved.read_bytes() == old.read_bytes()
+
+
+def test_no_baseline_for_this_device(tmp_path, capsys):
+    cand = run_file(tmp_path / "cand.json", device_name="NVIDIA L4")
+    argv = ["compare", "--baseline-for-device", str(cand), "--reports", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no baseline for 'NVIDIA L4'" in err and "nvidia-l4.json" in err
+
+
+def test_baseline_save_with_no_results_exit_2(tmp_path, capsys):
+    assert main(["baseline", "save", "--reports", str(tmp_path)]) == 2
+    assert "no results file found" in capsys.readouterr().err
