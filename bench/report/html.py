@@ -7,6 +7,7 @@ the browser's console instead of quietly fetching it.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -22,9 +23,9 @@ h3 { font-size: 1.05rem; margin-top: 1.4rem; }
 p.sub, caption, .note { color: #57606a; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-variant-numeric: tabular-nums; }
 caption { caption-side: bottom; text-align: left; font-size: 12px; padding-top: 0.3rem; }
-th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
-td:first-child, th:first-child { text-align: left; }
+td.n { text-align: right; white-space: nowrap; }
 table.env td { text-align: left; }
 tr.noisy td { background: #fff8c5; }
 tr.bad td { background: #ffebe9; }
@@ -35,6 +36,9 @@ figure img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
 figcaption { font-size: 12px; color: #57606a; max-width: 60rem; }
 nav a { margin-right: 1rem; }
 """
+
+# Numbers, durations, percentages, speedups and the "no value" dash are right-aligned.
+NUMERIC = re.compile(r"^([-+]?(\d[\d,.]*(e[-+]?\d+)?|inf)( ?(ns|µs|ms|s|%|x))?|—)$")
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -68,7 +72,11 @@ def table_html(table: Table, css_class: str = "", heading: bool = True) -> str:
     classes = table.row_classes or [""] * len(table.rows)
     for row, css in zip(table.rows, classes, strict=False):
         attr = f' class="{escape(css)}"' if css else ""
-        parts.append(f"<tr{attr}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+        cells = "".join(
+            f'<td class="n">{escape(c)}</td>' if NUMERIC.match(c) else f"<td>{escape(c)}</td>"
+            for c in row
+        )
+        parts.append(f"<tr{attr}>{cells}</tr>")
     parts.append("</tbody></table>")
     return "\n".join(parts)
 
