@@ -132,7 +132,7 @@ def print_summary(results: Path, convergence) -> None:
         if speedups.empty:
             print("  no timings", file=out)
         else:
-            print(speedups.to_string(float_format=lambda v: f"{v:.2f}x", na_rep="-"), file=out)
+            print(speedups.to_string(float_format=lambda v: f"{v:.3g}x", na_rep="-"), file=out)
 
         table = convergence
         measured = table[table.verdict != "skipped"]
@@ -158,9 +158,8 @@ def print_summary(results: Path, convergence) -> None:
             "max_rel_err_trace",
         ]
         print("\nConvergence (the question's case, each method at each lr):", file=out)
-        print(
-            measured[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"),
-            file=out,
-        )
+        shown = measured[columns].astype({"step_to_1pct": object, "step_to_1e-6": object})
+        shown = shown.fillna({"step_to_1pct": "-", "step_to_1e-6": "-"})
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=out)
         for row in table[(table.note != "")].itertuples(index=False):
             print(f"  {row.method}: {row.note}", file=out)
