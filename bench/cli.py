@@ -11,9 +11,14 @@ from bench.results import ResultsError
 
 # name -> (module, one-line help). The first is the default.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("bench.main_job", "the main job (default): fit the question's case with every method"),
+    "run": (
+        "bench.main_job",
+        "the main job (default): benchmark sweep, convergence study, report",
+    ),
+    "report": ("bench.report.command", "build a report from a saved results file"),
     "compare": ("bench.compare", "compare two results files; exit 1 on a significant slowdown"),
     "baseline": ("bench.baseline", "save a results file as this device's baseline"),
+    "seed": ("bench.seed_case", "fit the question's case with every method and print the steps"),
 }
 
 

@@ -1,14 +1,14 @@
-"""The main job: fit the question's case with every method this machine can run."""
+"""The main job, `python -m bench`: benchmark sweep, convergence study, report, summary."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from bench.convergence import first_step_below
-from bench.methods import METHODS
-from bench.problem import SEED, resolve_device
+from bench.problem import DTYPES, resolve_device
 
 
 def best_device() -> str:
@@ -20,32 +20,146 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)"
     )
+    parser.add_argument(
+        "--sweep",
+        default="quick",
+        help="the named set of problems to benchmark (default: quick, a few minutes at most)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        metavar="A,B",
+        help="comma-separated method names to benchmark and study (default: every method the "
+        "device can run)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        default=None,
+        metavar="A,B",
+        help=f"comma-separated dtypes to benchmark, of {', '.join(DTYPES)} (default: the sweep's)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="RESULTS.json",
+        help="where to save the results file (default: the suite runner's place for it)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="reports directory: the report goes to DIR/<run-id>/ and DIR/latest "
+        "(default: reports/)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="BASE.json",
+        help="a saved results file to compare this run against in the report",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (for logs and CI)"
+    )
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
     from bench.cli import UsageError
+    from bench.convergence import convergence_study
+    from bench.methods import get_method
+    from bench.report import write_report
+    from bench.results import load_results
 
     device = args.device or best_device()
     try:
         resolve_device(device)
+        methods = _names(args.methods)
+        for name in methods or []:
+            get_method(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print_seed_case(device)
+    dtypes = _names(args.dtypes)
+    unknown = [d for d in dtypes or [] if d not in DTYPES]
+    if unknown:
+        raise UsageError(f"unknown dtype {unknown[0]!r}; use one of {', '.join(DTYPES)}")
+    if args.baseline is not None:
+        load_results(args.baseline)  # a bad baseline fails now, not after the sweep
+    progress = not args.no_progress
+
+    print(f"vecreg-bench on {device}: sweep {args.sweep!r}, convergence study, report", flush=True)
+    try:
+        from bench.suite_runner import run_benchmarks
+    except ImportError as exc:
+        raise UsageError(f"the benchmark sweep needs bench.suite_runner ({exc})") from None
+    try:
+        results = run_benchmarks(
+            sweep=args.sweep,
+            device=device,
+            methods=methods,
+            dtypes=dtypes,
+            output=args.output,
+            progress=progress,
+        )
+    except ValueError as exc:  # an unknown sweep, or a method the sweep cannot run
+        raise UsageError(str(exc)) from None
+    print(f"results: {results}", flush=True)
+    table, traces = convergence_study(device, methods=methods, progress=progress)
+    run_dir = write_report(
+        results, out=args.out, baseline=args.baseline, convergence=table, traces=traces
+    )
+    print_summary(Path(results), table)
+    print(f"\nreport: {run_dir / 'index.html'}")
     return 0
 
 
-def print_seed_case(device: str) -> None:
-    """Print, per method and lr, the step at which the distance fell to 1%, and the final x."""
-    print(f"The question's case on {device}: B=1, D=5, t=[1, 2, 3, 4, 5], 1000 steps")
-    print(f"{'method':<12} {'lr':>5} {'1% at step':>10}  final x")
-    for method in METHODS.values():
-        reason = method.available(device)
-        if reason is not None:
-            print(f"{method.name:<12} skipped: {reason}")
-            continue
-        for problem in SEED:
-            x0, t = problem.inputs(device)
-            fit = method.fit(x0, t, problem.lr, problem.steps)
-            step = first_step_below(fit.loss.cpu(), 0.01)
-            x = ", ".join(f"{v:.4f}" for v in fit.x[0].tolist())
-            print(f"{method.name:<12} {problem.lr:>5g} {step!s:>10}  [{x}]")
+def print_summary(results: Path, convergence) -> None:
+    """The speedups per problem, the question's case in one line, and the convergence table."""
+    import pandas as pd
+
+    from bench.report import tables
+    from bench.results import load_results
+
+    out = sys.stdout
+    speedups = tables.speedup_summary(tables.cases_frame(load_results(results)))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print("\nSpeedup over autograd (median time per step; above 1 is faster):", file=out)
+        if speedups.empty:
+            print("  no timings", file=out)
+        else:
+            print(speedups.to_string(float_format=lambda v: f"{v:.3g}x", na_rep="-"), file=out)
+
+        table = convergence
+        measured = table[table.verdict != "skipped"]
+        answer = measured[measured.lr.isin([0.01, 0.1]) & (measured.method != "original_question")]
+        if not answer.empty:
+            first = answer.iloc[0].method
+            steps = answer[answer.method == first].set_index("lr").step_to_1pct
+            said = " and ".join(f"step {steps[lr]} with lr {lr:g}" for lr in steps.index)
+            print(
+                f"\nThe question's case (D=5, 1000 steps): the distance first falls to 1% of its "
+                f"start at {said} ({first}).",
+                file=out,
+            )
+        columns = [
+            "method",
+            "lr",
+            "expected",
+            "verdict",
+            "step_to_1pct",
+            "step_to_1e-6",
+            "final_distance",
+            "max_abs_err_x",
+            "max_rel_err_trace",
+        ]
+        print("\nConvergence (the question's case, each method at each lr):", file=out)
+        shown = measured[columns].astype({"step_to_1pct": object, "step_to_1e-6": object})
+        shown = shown.fillna({"step_to_1pct": "-", "step_to_1e-6": "-"})
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=out)
+        for row in table[(table.note != "")].itertuples(index=False):
+            print(f"  {row.method}: {row.note}", file=out)

@@ -116,3 +116,84 @@ def results(entries: list[dict[str, Any]], device_name: str = "Test CPU") -> dic
 def write(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
+
+
+def sample_sweep() -> dict[str, Any]:
+    """A small made-up CUDA sweep: five methods (triton_fused among them, above the copy roof on
+    the large problem), three sizes, one noisy case, one oracle failure, one skipped and one
+    failed case. tests/data/sample_sweep.json is this, written with `write`."""
+    device_name = "Synthetic GPU (test data)"
+    copy_gbs = 2000.0
+    problems = [
+        Problem(batch=1, dim=5, steps=1000, lr=0.1),
+        Problem(batch=64, dim=1024, steps=100, lr=0.1),
+        Problem(batch=4096, dim=4096, steps=100, lr=0.1),
+    ]
+    # method -> (launch overhead per step in s, fraction of copy bandwidth reached per step)
+    model = {
+        "autograd": (60e-6, 0.25),
+        "analytic": (20e-6, 0.45),
+        "compiled": (9e-6, 0.8),
+        "triton_step": (4e-6, 0.9),
+    }
+    entries = []
+    for problem in problems:
+        nbytes = 3 * 4 * problem.elements
+        for method, (overhead, fraction) in model.items():
+            per_step = overhead + nbytes / (fraction * copy_gbs * 1e9)
+            entries.append(_case(method, problem, per_step, copy_gbs, device_name))
+        # One launch for all K steps: x and t read once, x written once.
+        fused = (5e-6 + nbytes / (0.9 * copy_gbs * 1e9)) / problem.steps
+        entries.append(_case("triton_fused", problem, fused, copy_gbs, device_name))
+    autograd = {
+        e["extra_info"]["problem"]: e for e in entries if e["extra_info"]["method"] == "autograd"
+    }
+    for e in entries:
+        info = e["extra_info"]
+        info["speedup_vs_autograd"] = (
+            autograd[info["problem"]]["extra_info"]["time_per_step_s"] / info["time_per_step_s"]
+        )
+    noisy = entries[6]["extra_info"]  # analytic, B64xD1024
+    noisy.update(iqr_over_median=0.31, noisy=True)
+    broken = entries[8]["extra_info"]  # triton_step, B64xD1024
+    broken.update(oracle_ok=False, oracle_max_abs_err=0.03)
+    data = results(entries, device_name=device_name)
+    data["machine_info"]["vecreg"] = {
+        "device": "cuda",
+        "device_name": device_name,
+        "sm_count": 132,
+        "memory_gb": 80,
+        "driver": "570.00",
+        "cuda": "12.8",
+        "torch": "2.14.1",
+        "triton": "3.8.0",
+        "python": "3.11.7",
+        "clocks": {"sm_mhz": 1980, "mem_mhz": 2619},
+    }
+    data["vecreg"] = {
+        "skipped": [
+            {"method": "jax", "problem": problems[0].name, "reason": "jax is not installed"}
+        ],
+        "failed": [
+            {
+                "method": "graphs",
+                "problem": problems[2].name,
+                "reason": "RuntimeError: CUDA graph capture failed",
+            }
+        ],
+    }
+    return data
+
+
+def _case(method: str, problem: Problem, per_step: float, copy_gbs: float, device_name: str):
+    fit = per_step * problem.steps
+    samples = [fit * f for f in (0.98, 0.99, 1.0, 1.01, 1.03)]
+    e = entry(method, problem, samples, device="cuda", device_name=device_name)
+    info = e["extra_info"]
+    info.update(
+        device_time_per_step_s=info["time_per_step_s"] * 0.93,
+        copy_bandwidth_gbs=copy_gbs,
+        copy_fraction=info["bandwidth_gbs"] / copy_gbs,
+        setup_s={"compiled": 4.2, "triton_step": 0.8, "triton_fused": 1.1}.get(method, 0.0),
+    )
+    return e

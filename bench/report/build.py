@@ -1,0 +1,253 @@
+"""Build one report directory from a results file, atomically, and point `latest` at it.
+
+The report is written into a hidden temporary directory beside its target and renamed into place
+when complete; `latest` is a symlink replaced by a rename (a copy where symlinks are refused). An
+interrupted or failed build leaves the previous reports and `latest` as they were.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.report import html, plots, tables
+from bench.results import device_name, load_results
+
+DEFAULT_OUT = Path("reports")
+LATEST = "latest"
+
+
+def write_report(
+    results: Path,
+    out: Path | None = None,
+    baseline: Path | None = None,
+    convergence: pd.DataFrame | None = None,
+    traces: pd.DataFrame | None = None,
+) -> Path:
+    """Write `out/<run-id>/` (index.html, CSV and Markdown tables, plots, the results JSON) and
+    point `out/latest` at it; return the run directory. ResultsError for an unusable file."""
+    results = Path(results)
+    data = load_results(results)
+    if baseline is not None:
+        baseline = Path(baseline)
+        load_results(baseline)
+    out = DEFAULT_OUT if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = make_run_id(data, results)
+    target = out / run_id
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".tmp", dir=out))
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
+    try:
+        build(staging, run_id, results, data, baseline, convergence, traces)
+        publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    point_latest(out, target)
+    return target
+
+
+def make_run_id(data: dict[str, Any], results: Path) -> str:
+    """When the results were measured and on what: 20261125-140312-nvidia-h100-80gb-hbm3."""
+    try:
+        when = dt.datetime.fromisoformat(str(data["datetime"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        when = dt.datetime.fromtimestamp(results.stat().st_mtime, tz=dt.timezone.utc)
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(data).lower()).strip("-")[:40] or "device"
+    return f"{when:%Y%m%d-%H%M%S}-{slug}"
+
+
+def build(
+    folder: Path,
+    run_id: str,
+    results: Path,
+    data: dict[str, Any],
+    baseline: Path | None,
+    convergence: pd.DataFrame | None,
+    traces: pd.DataFrame | None,
+) -> None:
+    """Every file of the report, into `folder`."""
+    shutil.copyfile(results, folder / "results.json")
+    cases = tables.cases_frame(data)
+    cases.to_csv(folder / "timing.csv", index=False)
+
+    timing = tables.timing_tables(cases)
+    missing = tables.not_measured_table(data)
+    speedups = tables.speedup_summary(cases)
+    summary_table = None
+    if not speedups.empty:
+        summary_table = tables.frame_view(
+            speedups.reset_index(),
+            "Speedup over autograd (median time per step)",
+            "Problems as rows, methods as columns; above 1x is faster than autograd.",
+        )
+        summary_table.rows = [
+            [row[0], *[c if c == "—" else f"{c}x" for c in row[1:]]] for row in summary_table.rows
+        ]
+    timing_notes = [] if timing else ["No timings in this results file."]
+
+    convergence_tables, convergence_notes = [], []
+    if convergence is not None and not convergence.empty:
+        convergence.to_csv(folder / "convergence.csv", index=False)
+        convergence_tables.append(tables.convergence_view(convergence))
+    else:
+        convergence_notes.append(
+            "No convergence study in this report: `python -m bench` runs one with the sweep."
+        )
+
+    comparison_section, comparison_markdown = None, ""
+    if baseline is not None:
+        shutil.copyfile(baseline, folder / "baseline.json")
+        comparison_section, comparison_markdown = _comparison(baseline, results)
+
+    figures = [
+        (
+            "convergence",
+            "Distance against iteration",
+            lambda: plots.convergence_figure(traces) if traces is not None else None,
+            "The question's case at each lr. Thick grey: the closed form; thin lines: each method "
+            "(all overlap when correct). Log scale; the x range stops where the closed form falls "
+            "to 1e-18 of its start; past the dtype's resolution a fit sits at its rounding floor.",
+        ),
+        (
+            "time_per_step",
+            "Time per step against problem size",
+            lambda: plots.time_figure(cases),
+            "Median host time of one fit divided by K, log-log; one line per method (the median "
+            "over problems of the same size). Flat on the left: launch-bound; rising on the right: "
+            "memory-bound.",
+        ),
+        (
+            "speedup",
+            "Speedup over autograd",
+            lambda: plots.speedup_figure(cases),
+            "Autograd's median time per step over each method's, per problem; log scale.",
+        ),
+        (
+            "bandwidth",
+            "Fraction of copy bandwidth",
+            lambda: plots.bandwidth_figure(cases),
+            "Effective bandwidth (3 x itemsize x B x D bytes per step: read x and t, write x) over "
+            "a device-to-device copy of the same bytes measured in the same run; the black line "
+            "at 1 is that roof for a method that moves the bytes every step.",
+        ),
+    ]
+    images = []
+    for name, title, draw, caption in figures:
+        fig = draw()
+        if fig is None:
+            continue
+        if name == "bandwidth":
+            one_pass = sorted(set(cases.method) & set(plots.ONE_PASS_METHODS))
+            if one_pass:
+                caption += " " + plots.ONE_PASS_NOTE.format(names=", ".join(one_pass))
+        images.append(html.Plot(title, plots.save(fig, folder / f"{name}.png"), caption))
+
+    environment = tables.environment_table(data, results.name)
+    sections = []
+    if summary_table is not None:
+        sections.append(html.Section("Summary", "summary", [summary_table], [], []))
+    sections.append(
+        html.Section(
+            "Timing",
+            "timing",
+            [*timing, *([missing] if missing else [])],
+            [],
+            [
+                *timing_notes,
+                "Rows marked yellow are noisy (IQR above 10% of the median): do not trust their "
+                "time. Rows marked red failed the oracle check:"
+                " the time is not of a correct fit.",
+            ],
+        )
+    )
+    sections.append(
+        html.Section("Convergence", "convergence", convergence_tables, [], convergence_notes)
+    )
+    if comparison_section is not None:
+        sections.append(comparison_section)
+    sections.append(html.Section("Plots", "plots", [], images, [] if images else ["No plots."]))
+
+    title = f"vecreg-bench report: {device_name(data)}"
+    built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = f"Run {run_id}, from {results.name}; report built {built}."
+    (folder / "index.html").write_text(
+        html.page(title, subtitle, environment, sections), encoding="utf-8"
+    )
+
+    markdown = [f"# {title}", "", subtitle, ""]
+    everything = [environment]
+    if summary_table is not None:
+        everything.append(summary_table)
+    everything += timing + ([missing] if missing else []) + convergence_tables
+    markdown += [tables.markdown(t) for t in everything]
+    if comparison_markdown:
+        markdown += ["### Comparison with the baseline", "", comparison_markdown]
+    markdown += [f"![{p.title}]({p.path.name})\n" for p in images]
+    (folder / "summary.md").write_text("\n".join(markdown), encoding="utf-8")
+
+
+def _comparison(baseline: Path, results: Path) -> tuple[html.Section, str]:
+    """The baseline comparison from bench.compare, or a note saying why there is none."""
+    title, anchor = "Comparison with the baseline", "comparison"
+    try:
+        from bench.compare import compare_files
+    except ImportError as exc:
+        note = f"Comparison skipped: bench.compare is not available here ({exc})."
+        return html.Section(title, anchor, [], [], [note]), note
+    try:
+        comparison = compare_files(baseline, results)
+    except ValueError as exc:
+        note = f"Comparison not made: {exc}"
+        return html.Section(title, anchor, [], [], [note]), note
+    view = tables.frame_view(
+        comparison.table, f"{results.name} against {baseline.name}", "Candidate against baseline."
+    )
+    return html.Section(title, anchor, [view], [], []), comparison.to_markdown()
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Rename the finished `staging` directory to `target`, replacing an older one of that name."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rename(target, aside / target.name)
+    os.rename(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def point_latest(out: Path, target: Path) -> None:
+    """Make `out/latest` show `target`: a relative symlink swapped in by one rename."""
+    link = out / LATEST
+    fresh = out / f".{LATEST}.{os.getpid()}.tmp"
+    _remove(fresh)
+    try:
+        os.symlink(target.name, fresh, target_is_directory=True)
+    except OSError:  # no symlinks here (some Windows setups): a copy, swapped in the same way
+        shutil.copytree(target, fresh, symlinks=True)
+    try:
+        if link.is_dir() and not link.is_symlink():
+            aside = out / f".{LATEST}.{os.getpid()}.old"
+            _remove(aside)
+            os.rename(link, aside)
+            os.replace(fresh, link)
+            _remove(aside)
+        else:
+            os.replace(fresh, link)
+    finally:
+        _remove(fresh)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)

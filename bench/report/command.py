@@ -1,0 +1,38 @@
+"""`python -m bench report RESULTS.json`: build a report from a saved results file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results",
+        type=Path,
+        metavar="RESULTS.json",
+        help="a results file saved by `pytest --benchmark-only` or `python -m bench`",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="reports directory: the report goes to DIR/<run-id>/ and DIR/latest points at it "
+        "(default: reports/)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="BASE.json",
+        help="a second results file to compare against, case by case (adds a comparison section)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    run_dir = write_report(args.results, out=args.out, baseline=args.baseline)
+    print(f"report: {run_dir / 'index.html'}")
+    return 0
