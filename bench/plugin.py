@@ -231,7 +231,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run = get_run(config)
-    if run is None or run.active:
+    if run is None:
+        return
+    if run.active:
+        # pytest-benchmark would skip the unit tests one by one (hundreds of lines under -ra);
+        # deselecting them says the same in one count.
+        others = [item for item in items if not item.get_closest_marker(MARKER)]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = [item for item in items if item.get_closest_marker(MARKER)]
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
@@ -256,13 +264,29 @@ def pytest_benchmark_update_json(
     run.json_written = True
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    # pytest-benchmark has saved by now (its hook wraps this one) but writes nothing when no case
-    # was timed; a run where every case was skipped or failed is still a result worth keeping.
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # around pytest-benchmark's, which saves
+def pytest_sessionfinish(session: pytest.Session):
+    # pytest-benchmark writes nothing (and warns) when no case was timed; a run where every case
+    # was skipped or failed is still a result worth keeping, so it is written here instead.
     config = session.config
     run = get_run(config)
-    if run is None or not run.active or run.json_written or not (run.skipped or run.failed):
-        return
+    bench_session = getattr(config, "_benchmarksession", None)
+    ours = (
+        run is not None
+        and run.active
+        and (run.skipped or run.failed)
+        and bench_session is not None
+        and not bench_session.benchmarks
+    )
+    if ours:
+        bench_session.json = None
+    yield
+    if ours:
+        _save_untimed_run(config, run)
+
+
+def _save_untimed_run(config: pytest.Config, run: Run) -> None:
+    """A results file with no timed case, through pytest-benchmark's own hooks."""
     hook = config.hook
     machine_info = hook.pytest_benchmark_generate_machine_info(config=config)
     hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
