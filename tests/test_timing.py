@@ -61,7 +61,7 @@ def test_copy_bandwidth_is_measured_once_per_device_and_size(monkeypatch):
     copy = CopyBandwidth(budget_s=0.001, samples=3)
     calls = []
     real = copy._measure
-    monkeypatch.setattr(copy, "_measure", lambda d, n: calls.append(n) or real(d, n))
+    monkeypatch.setattr(copy, "_measure", lambda d, n, t: calls.append(n) or real(d, n, t))
     first = copy.gbs(torch.device("cpu"), 4096)
     assert first > 0 and math.isfinite(first)
     assert copy.gbs(torch.device("cpu"), 4096) == first
