@@ -33,49 +33,45 @@ MARKER = "vecreg_benchmark"
 RESULTS_DIR = Path("reports") / "results"
 
 
-# Option values: each parser returns the value or raises ValueError naming it and what is allowed.
+# Option values: each parser returns the value or raises ValueError naming it and what is allowed
+# (argparse puts the option's name in front).
 
 
-def _names(value: str, option: str) -> list[str]:
+def _names(value: str, kind: str) -> list[str]:
     names = [name.strip() for name in value.split(",")]
     if not value.strip() or any(not name for name in names):
-        raise ValueError(f"{option} {value!r} is not a comma-separated list of names")
+        raise ValueError(f"{value!r} is not a comma-separated list of {kind}")
     return list(dict.fromkeys(names))
 
 
 def parse_sweep(value: str) -> str:
     if value not in SWEEPS:
-        raise ValueError(f"--sweep {value!r} is unknown; known sweeps: {', '.join(SWEEPS)}")
+        raise ValueError(f"unknown sweep {value!r}; known sweeps: {', '.join(SWEEPS)}")
     return value
 
 
 def parse_methods(value: str) -> list[str]:
-    names = _names(value, "--methods")
+    names = _names(value, "methods")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise ValueError(
-            f"--methods: unknown method {', '.join(map(repr, unknown))}; "
-            f"known methods: {', '.join(METHODS)}"
+            f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(METHODS)}"
         )
     return names
 
 
 def parse_dtypes(value: str) -> list[str]:
-    names = _names(value, "--dtype")
+    names = _names(value, "dtypes")
     unknown = [name for name in names if name not in DTYPES]
     if unknown:
         raise ValueError(
-            f"--dtype: unknown dtype {', '.join(map(repr, unknown))}; "
-            f"known dtypes: {', '.join(DTYPES)}"
+            f"unknown dtype {', '.join(map(repr, unknown))}; known dtypes: {', '.join(DTYPES)}"
         )
     return names
 
 
 def parse_device(value: str) -> str:
-    try:
-        return str(resolve_device(value))
-    except ValueError as exc:
-        raise ValueError(f"--device {value!r}: {exc}") from None
+    return str(resolve_device(value))  # its ValueError names the value and the choices
 
 
 def default_device() -> str:
