@@ -240,14 +240,18 @@ FUSED_PROBLEM = {"batch": 2, "dim": 4099, "steps": 20, "lr": 0.05 * 4099}
 
 
 @pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_element", [True, False], ids=["per_element", "per_program"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_config_does_not_change_the_fit(dtype, device):
+def test_fused_config_does_not_change_the_fit(dtype, per_element, device):
     """The config the launcher picks (the autotuned one on CUDA, the fixed one in the interpreter)
-    fits exactly as a config with other blocks and warps does."""
+    fits exactly as a config with other blocks and warps does, with either kind of partials."""
     problem = Problem(**FUSED_PROBLEM, dtype=dtype)
     fused = load_kernels("triton_fused")
     other = next(c for c in fused.CONFIGS if c != fused.INTERPRETER_CONFIG and c[0] >= 4096)
-    assert_same_fit(fused_fit(problem, device), fused_fit(problem, device, config=other))
+    assert_same_fit(
+        fused_fit(problem, device, per_element=per_element),
+        fused_fit(problem, device, config=other, per_element=per_element),
+    )
 
 
 @pytest.mark.cuda
@@ -262,6 +266,11 @@ def test_fused_autotuning_does_not_change_the_fit(dtype):
     assert_same_fit(tuned, fused_fit(problem, "cuda"))  # the cached config
     for config in fused.CONFIGS:
         assert_same_fit(tuned, fused_fit(problem, "cuda", config=config))
+    # Small N: per-element partials, tuned separately (another key).
+    small = Problem(batch=3, dim=257, steps=20, lr=0.05 * 257, dtype=dtype)
+    tuned = fused_fit(small, "cuda")
+    for config in fused.CONFIGS:
+        assert_same_fit(tuned, fused_fit(small, "cuda", config=config))
 
 
 @pytest.mark.cuda
@@ -286,8 +295,11 @@ def test_fused_partials_are_bounded():
     chunk, stride = fused.partials_shape(n, 1000, 4, 4)
     assert stride >= triton_programs(n, fused.MIN_BLOCK_SIZE)
     assert chunk * stride * 4 <= max(fused.PARTIALS_MIN_CAP_BYTES, 4 * n)
-    chunk, _ = fused.partials_shape(5, 10**6, 4, 4)
-    assert chunk == 10**6  # small problems: all K in one launch
+    n = fused.PER_ELEMENT_MAX_N  # the largest [K, N] table of per-element partials
+    chunk, stride = fused.partials_shape(n, 1000, 4, 4, per_element=True)
+    assert stride == n and chunk * stride * 4 <= fused.PARTIALS_MIN_CAP_BYTES
+    chunk, _ = fused.partials_shape(5, 10**6, 4, 4, per_element=True)
+    assert chunk == 10**6  # the question's case: all K in one launch
 
 
 def triton_programs(n: int, block: int) -> int:
@@ -295,15 +307,16 @@ def triton_programs(n: int, block: int) -> int:
 
 
 @pytest.mark.parametrize("device", devices())
-def test_fused_chunks_of_steps_fit_as_one_launch(device, monkeypatch):
+@pytest.mark.parametrize("per_element", [True, False], ids=["per_element", "per_program"])
+def test_fused_chunks_of_steps_fit_as_one_launch(per_element, device, monkeypatch):
     """Where the partials would exceed their cap, K is split across launches: the same fit."""
     problem = Problem(**FUSED_PROBLEM)
-    whole = fused_fit(problem, device, config=(1024, 4))
+    whole = fused_fit(problem, device, config=(1024, 4), per_element=per_element)
     fused = load_kernels("triton_fused")
     unchunked = fused.partials_shape
     # 7 steps a launch: chunks of 7, 7 and 6 steps.
     monkeypatch.setattr(fused, "partials_shape", lambda *args: (7, unchunked(*args)[1]))
-    assert_same_fit(whole, fused_fit(problem, device, config=(1024, 4)))
+    assert_same_fit(whole, fused_fit(problem, device, config=(1024, 4), per_element=per_element))
 
 
 # The CUDA-only methods, whose bodies run on the CPU too: checked there against the oracle.
