@@ -93,8 +93,8 @@ else:
 
 
 def tunable(block: int, warps: int, float64: bool) -> bool:
-    """float64 x and t at 32 values a thread fill a thread's 255 registers (and spill with
-    per-element partials; see tests/test_kernels.py): such configs are not tried for float64."""
+    """float64 x and t at 32 values a thread take about 230 of a thread's 255 registers (see
+    tests/test_kernels.py), leaving one or two warps a scheduler: not tried for float64."""
     return not float64 or block <= FLOAT64_MAX_VALUES_PER_THREAD * 32 * warps
 
 
@@ -111,7 +111,10 @@ def partials_shape(
 ) -> tuple[int, int]:
     """(steps per launch, row stride) of the partials buffer, for N elements of `x_bytes` each
     summed in `acc_bytes`: at most max(64 MiB, x's size) at any K."""
+    # A multiple of 16, which Triton sees at launch: each row starts 64-byte aligned, so the
+    # per-element partials are stored in the same vectors as x, with no layout change per step.
     stride = n_elements if per_element else triton.cdiv(n_elements, MIN_BLOCK_SIZE)
+    stride = triton.cdiv(stride, 16) * 16
     cap = max(PARTIALS_MIN_CAP_BYTES, n_elements * x_bytes)
     return max(1, min(steps, cap // (stride * acc_bytes))), stride
 
