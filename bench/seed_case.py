@@ -31,15 +31,16 @@ def run(args: argparse.Namespace) -> int:
 def print_seed_case(device: str) -> None:
     """Print, per method and lr, the step at which the distance fell to 1%, and the final x."""
     print(f"The question's case on {device}: B=1, D=5, t=[1, 2, 3, 4, 5], 1000 steps")
-    print(f"{'method':<12} {'lr':>5} {'1% at step':>10}  final x")
+    width = max(len(name) for name in METHODS)
+    print(f"{'method':<{width}} {'lr':>5} {'1% at step':>10}  final x")
     for method in METHODS.values():
         reason = method.available(device)
         if reason is not None:
-            print(f"{method.name:<12} skipped: {reason}")
+            print(f"{method.name:<{width}} skipped: {reason}")
             continue
         for problem in SEED:
             x0, t = problem.inputs(device)
             fit = method.fit(x0, t, problem.lr, problem.steps)
             step = first_step_below(fit.loss.cpu(), 0.01)
             x = ", ".join(f"{v:.4f}" for v in fit.x[0].tolist())
-            print(f"{method.name:<12} {problem.lr:>5g} {step!s:>10}  [{x}]")
+            print(f"{method.name:<{width}} {problem.lr:>5g} {step!s:>10}  [{x}]")

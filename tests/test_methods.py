@@ -18,9 +18,10 @@ SHAPES = [(1, 1), (3, 257), (64, 5), (2, 4099)]  # D = 1, non-powers of two, D a
 REGIMES = {"converging": 0.05, "one_step": 0.5, "oscillating": 0.8}  # lr as a fraction of D
 STEPS = 30
 LOW_PRECISION = ["float16", "bfloat16"]
-# torch.compile costs about 15 s per shape and dtype on the CPU: it gets every shape in float32
-# and one shape in the other dtypes.
+# torch.compile costs about 15 s per shape and dtype on the CPU (and several on a GPU): the
+# compiled methods get every shape in float32 and one shape in the other dtypes.
 COMPILED_SHAPE = (3, 257)
+COMPILED = ("compiled", "compiled_graphs")
 
 
 def devices() -> list[str]:
@@ -36,7 +37,7 @@ def cases(dtypes: list[str]):
     for name in method_names():
         for dtype in dtypes:
             for shape in SHAPES:
-                if name == "compiled" and dtype != "float32" and shape != COMPILED_SHAPE:
+                if name in COMPILED and dtype != "float32" and shape != COMPILED_SHAPE:
                     continue
                 for regime in REGIMES:
                     yield pytest.param(
@@ -155,6 +156,20 @@ def test_compiled_does_not_recompile_for_a_new_lr(device):
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+def test_methods_are_registered_in_order():
+    assert list(METHODS) == [
+        "autograd",
+        "analytic",
+        "compiled",
+        "triton_step",
+        "triton_fused",
+        "graphs",
+        "compiled_graphs",
+        "sgd",
+        "jax",
+    ]
+
+
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(ValueError) as info:
         get_method("sgd_typo")
@@ -197,3 +212,174 @@ def test_a_shadowing_kernels_package_is_named(monkeypatch, tmp_path):
         load_kernels("triton_step")
     assert impostor.__file__ in str(info.value)
     assert "virtual environment" in str(info.value)
+
+
+# triton_fused: the launcher's own paths, beyond what every method is checked for above.
+
+
+def fused_fit(problem: Problem, device: str, **kwargs):
+    reason = get_method("triton_fused").available(device)
+    if reason is not None:
+        pytest.skip(reason)
+    fused = load_kernels("triton_fused")
+    x0, t = problem.inputs(device)
+    x = x0.clone()
+    loss = fused.fit(x, t, problem.lr, problem.steps, **kwargs)
+    return x, loss
+
+
+def assert_same_fit(a, b):
+    """x bitwise (the update is elementwise: blocking cannot change it); the trace up to the order
+    of the float32 sums."""
+    (x_a, loss_a), (x_b, loss_b) = a, b
+    assert torch.equal(x_a, x_b)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=0)
+
+
+FUSED_PROBLEM = {"batch": 2, "dim": 4099, "steps": 20, "lr": 0.05 * 4099}
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_element", [True, False], ids=["per_element", "per_program"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_config_does_not_change_the_fit(dtype, per_element, device):
+    """The config the launcher picks (the autotuned one on CUDA, the fixed one in the interpreter)
+    fits exactly as a config with other blocks and warps does, with either kind of partials."""
+    problem = Problem(**FUSED_PROBLEM, dtype=dtype)
+    fused = load_kernels("triton_fused")
+    other = next(c for c in fused.CONFIGS if c != fused.INTERPRETER_CONFIG and c[0] >= 4096)
+    assert_same_fit(
+        fused_fit(problem, device, per_element=per_element),
+        fused_fit(problem, device, config=other, per_element=per_element),
+    )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_autotuning_does_not_change_the_fit(dtype):
+    """Tuning runs every config on x in place; restore_value must hand the fit an untouched x."""
+    problem = Problem(**FUSED_PROBLEM, dtype=dtype)
+    fused = load_kernels("triton_fused")
+    fused._tuned_kernel.cache.clear()  # the next fit tunes
+    tuned = fused_fit(problem, "cuda")
+    assert fused._tuned_kernel.best_config is not None
+    assert_same_fit(tuned, fused_fit(problem, "cuda"))  # the cached config
+    for config in fused.CONFIGS:
+        assert_same_fit(tuned, fused_fit(problem, "cuda", config=config))
+    # Small N: per-element partials, tuned separately (another key).
+    small = Problem(batch=3, dim=257, steps=20, lr=0.05 * 257, dtype=dtype)
+    tuned = fused_fit(small, "cuda")
+    for config in fused.CONFIGS:
+        assert_same_fit(tuned, fused_fit(small, "cuda", config=config))
+
+
+@pytest.mark.cuda
+def test_fused_new_steps_do_not_recompile():
+    fused = load_kernels("triton_fused")
+
+    def compiled() -> int:
+        return sum(len(cache[0]) for cache in fused._fused_kernel.device_caches.values())
+
+    fused_fit(Problem(batch=3, dim=257, steps=2), "cuda", config=(1024, 4))
+    before = compiled()
+    for steps in (1, 16, 37, 1000):
+        fused_fit(Problem(batch=3, dim=257, steps=steps), "cuda", config=(1024, 4))
+    assert compiled() == before
+
+
+def test_fused_partials_are_bounded():
+    """[K, P] partials at K = 1000 and 2^26 float32 elements stay within x's own size, and any
+    K is covered by whole chunks."""
+    fused = load_kernels("triton_fused")
+    n = 2**26
+    chunk, stride = fused.partials_shape(n, 1000, 4, 4)
+    assert stride >= triton_programs(n, fused.MIN_BLOCK_SIZE)
+    assert chunk * stride * 4 <= max(fused.PARTIALS_MIN_CAP_BYTES, 4 * n)
+    n = fused.PER_ELEMENT_MAX_N  # the largest [K, N] table of per-element partials
+    chunk, stride = fused.partials_shape(n, 1000, 4, 4, per_element=True)
+    assert stride == n and chunk * stride * 4 <= fused.PARTIALS_MIN_CAP_BYTES
+    chunk, _ = fused.partials_shape(5, 10**6, 4, 4, per_element=True)
+    assert chunk == 10**6  # the question's case: all K in one launch
+
+
+def triton_programs(n: int, block: int) -> int:
+    return -(-n // block)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_element", [True, False], ids=["per_element", "per_program"])
+def test_fused_chunks_of_steps_fit_as_one_launch(per_element, device, monkeypatch):
+    """Where the partials would exceed their cap, K is split across launches: the same fit."""
+    problem = Problem(**FUSED_PROBLEM)
+    whole = fused_fit(problem, device, config=(1024, 4), per_element=per_element)
+    fused = load_kernels("triton_fused")
+    unchunked = fused.partials_shape
+    # 7 steps a launch: chunks of 7, 7 and 6 steps.
+    monkeypatch.setattr(fused, "partials_shape", lambda *args: (7, unchunked(*args)[1]))
+    assert_same_fit(whole, fused_fit(problem, device, config=(1024, 4), per_element=per_element))
+
+
+# The CUDA-only methods, whose bodies run on the CPU too: checked there against the oracle.
+
+
+def test_graphs_loop_body_on_the_cpu():
+    from bench.methods.graphs import analytic_loop
+
+    problem = Problem(batch=3, dim=257, steps=STEPS, lr=0.8 * 257, dtype="bfloat16")
+    x0, t = problem.inputs()
+    x, loss = x0.clone(), torch.empty(problem.steps)
+    analytic_loop(x, t, torch.tensor(problem.lr), loss)
+    expected = get_method("analytic").fit(x0, t, problem.lr, problem.steps)
+    assert torch.equal(x, expected.x)
+    torch.testing.assert_close(loss, expected.loss, rtol=1e-6, atol=0)
+
+
+def test_compiled_graphs_step_on_the_cpu():
+    """mode="reduce-overhead" compiles on the CPU too (without graphs): the in-place step on
+    static buffers matches the oracle."""
+    if get_method("compiled").available("cpu") is not None:
+        pytest.skip(get_method("compiled").available("cpu"))
+    from bench.methods import compiled_graphs
+
+    problem = Problem(batch=3, dim=257, steps=STEPS, lr=0.05 * 257)
+    x0, t = problem.inputs()
+    x = x0.clone()
+    step = compiled_graphs.compiled_step_in_place()
+    loss = compiled_graphs.run_steps(
+        step, compiled_graphs.static_buffers(x, t), x, t, problem.lr, problem.steps
+    )
+    delta = x_tolerance(x0, t, problem.steps)
+    assert (x.double() - oracle.x_at(x0, t, problem.lr, problem.steps)).abs().max() <= delta
+    assert trace_error(loss, oracle.loss_trace(x0, t, problem.lr, problem.steps), delta) <= 1.0
+
+
+@pytest.mark.parametrize("device", devices())
+def test_jax_does_not_recompile_for_a_new_lr(device):
+    method = get_method("jax")
+    reason = method.available(device)
+    if reason is not None:
+        pytest.skip(reason)
+    from bench.methods.jax_scan import jitted_fit
+
+    fit_problem("jax", Problem(batch=3, dim=257, steps=3, lr=0.1), device)
+    compiled = jitted_fit()._cache_size()
+    for lr in (0.7, 42.0, 200.0):
+        fit_problem("jax", Problem(batch=3, dim=257, steps=3, lr=lr), device)
+    assert jitted_fit()._cache_size() == compiled
+
+
+def test_jax_missing_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a)
+    )
+    reason = get_method("jax").available("cpu")
+    assert reason is not None and ".[peers]" in reason
+
+
+def test_sgd_uses_the_fused_optimizer_on_the_cpu_and_cuda():
+    from bench.methods.sgd import fused_supported
+
+    assert fused_supported(torch.device("cpu")) and fused_supported(torch.device("cuda"))

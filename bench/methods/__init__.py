@@ -11,9 +11,27 @@ from bench.methods.analytic import Analytic
 from bench.methods.autograd import Autograd
 from bench.methods.base import Fit, Method
 from bench.methods.compiled import Compiled
+from bench.methods.compiled_graphs import CompiledGraphs
+from bench.methods.graphs import Graphs
+from bench.methods.jax_scan import Jax
+from bench.methods.sgd import SGD
+from bench.methods.triton_fused import TritonFused
 from bench.methods.triton_step import TritonStep
 
-METHODS: dict[str, Method] = {m.name: m for m in (Autograd(), Analytic(), Compiled(), TritonStep())}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Autograd(),
+        Analytic(),
+        Compiled(),
+        TritonStep(),
+        TritonFused(),
+        Graphs(),
+        CompiledGraphs(),
+        SGD(),
+        Jax(),
+    )
+}
 
 
 def get_method(name: str) -> Method:

@@ -23,11 +23,15 @@ def _step(x: torch.Tensor, t: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Ten
     return (x_acc - (2.0 / x.shape[1]) * lr * diff).to(x.dtype), loss
 
 
-@functools.cache
-def compiled_step():
+def raise_recompile_limit() -> None:
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+
+
+@functools.cache
+def compiled_step():
+    raise_recompile_limit()
     return torch.compile(_step, dynamic=False, fullgraph=True)
 
 
