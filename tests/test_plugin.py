@@ -14,8 +14,8 @@ from bench.sweeps import SWEEPS
 def test_methods_are_parsed_and_checked():
     assert plugin.parse_methods("analytic, compiled,analytic") == ["analytic", "compiled"]
     with pytest.raises(ValueError) as info:
-        plugin.parse_methods("analytic,sgd")
-    assert "'sgd'" in str(info.value) and all(name in str(info.value) for name in METHODS)
+        plugin.parse_methods("analytic,adamw")
+    assert "'adamw'" in str(info.value) and all(name in str(info.value) for name in METHODS)
     with pytest.raises(ValueError, match="comma-separated"):
         plugin.parse_methods("analytic,,compiled")
 
@@ -85,7 +85,7 @@ def test_a_plain_pytest_skips_the_benchmarks_at_once():
     ("option", "words"),
     [
         ("--sweep=huge", ["'huge'", "quick", "sizes"]),
-        ("--methods=analytic,sgd", ["'sgd'", "autograd", "triton_step"]),
+        ("--methods=analytic,adamw", ["'adamw'", "autograd", "triton_step"]),
         ("--dtype=int8", ["'int8'", "bfloat16"]),
         ("--device=tpu", ["'tpu'", "cpu", "cuda"]),
     ],

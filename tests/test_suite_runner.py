@@ -99,8 +99,8 @@ def test_a_run_with_nothing_timed_still_saves_the_skips(tmp_path, monkeypatch, c
 def test_bad_arguments_and_failed_runs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="'huge'"):
         run_benchmarks("huge", output=tmp_path / "r.json")
-    with pytest.raises(ValueError, match="'sgd'"):
-        run_benchmarks("smoke", methods=["sgd"], output=tmp_path / "r.json")
+    with pytest.raises(ValueError, match="'adamw'"):
+        run_benchmarks("smoke", methods=["adamw"], output=tmp_path / "r.json")
     with pytest.raises(BenchmarkRunError, match="usage error"):
         run_benchmarks(
             "smoke",
