@@ -7,6 +7,7 @@
   --benchmark-json names a file, and its path is printed at the end. `speedup_vs_autograd` is
   filled when the run is complete; skipped and failed cases go in the top-level "vecreg" key.
 - The environment goes in machine_info["vecreg"] (bench.environment).
+- At the end, a report is built from the saved file (bench.report), unless --no-report.
 """
 
 from __future__ import annotations
@@ -203,6 +204,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: the sweep's own",
     )
 
+    group.addoption(
+        "--report-dir",
+        default=None,
+        metavar="DIR",
+        help="where the report of the run is built: DIR/<run-id>/ and DIR/latest "
+        "(default: reports/ under the root directory)",
+    )
+    group.addoption(
+        "--no-report",
+        action="store_true",
+        help="do not build the report from the results at the end of the run",
+    )
+
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's (trylast) reads its options
 def pytest_configure(config: pytest.Config) -> None:
@@ -310,7 +324,27 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(f"skipped {case['method']} {case['problem']}: {case['reason']}")
     for case in run.failed:
         write(f"FAILED  {case['method']} {case['problem']}: {case['reason']}")
-    if run.json_written:
-        write(f"results: {run.json_path}")
-    else:
+    if not run.json_written:
         write("results: nothing was timed, no file written")
+        return
+    write(f"results: {run.json_path}")
+    config = terminalreporter.config
+    if not config.getoption("no_report"):
+        out = config.getoption("report_dir") or config.rootpath / "reports"
+        write_session_report(run.json_path, Path(out), write)
+
+
+def write_session_report(results: Path, out: Path, write: Any) -> None:
+    """The same report `python -m bench report` builds; a failure is said, not raised, since the
+    results are already safe on disk."""
+    from bench.report import write_report
+
+    try:
+        folder = write_report(results, out=out)
+    except Exception as exc:  # the timings are saved; the report can be rebuilt from them
+        write(
+            f"report: not written ({type(exc).__name__}: {exc}); rebuild it with "
+            f"python -m bench report {results}"
+        )
+        return
+    write(f"report: {folder / 'index.html'}")

@@ -52,6 +52,7 @@ def run_benchmarks(
         "bench.plugin",
         "-p",
         "no:cacheprovider",  # no .pytest_cache beside an installed copy
+        "--no-report",  # the caller builds the report, with what it adds to it
         f"--sweep={sweep}",
     ]
     if device is not None:

@@ -126,6 +126,7 @@ def test_pytest_benchmark_only_from_the_root_prints_tables_and_the_path(tmp_path
         "--device",
         "cpu",
         f"--benchmark-json={out}",
+        f"--report-dir={tmp_path / 'reports'}",
         "-p",
         "no:cacheprovider",
         *FAST,
@@ -136,3 +137,7 @@ def test_pytest_benchmark_only_from_the_root_prints_tables_and_the_path(tmp_path
     assert f"results: {out}" in done.stdout
     assert "deselected" in done.stdout  # the unit tests are not listed one by one
     assert json.loads(out.read_text())["benchmarks"][0]["extra_info"]["method"] == "analytic"
+    # The same report `python -m bench report` builds, from the file just saved.
+    report = (tmp_path / "reports" / "latest").resolve() / "index.html"
+    assert f"report: {report}" in done.stdout
+    assert "B4xD33-K10-lr1.65-float32" in report.read_text(encoding="utf-8")
