@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("bench.report.command", "build a report from a saved results file"),
     "compare": ("bench.compare", "compare two results files; exit 1 on a significant slowdown"),
     "baseline": ("bench.baseline", "save a results file as this device's baseline"),
+    "gpu-check": ("bench.gpu_check", "on a CUDA machine: CUDA tests, GPU sweeps and report in DIR"),
     "seed": ("bench.seed_case", "fit the question's case with every method and print the steps"),
 }
 

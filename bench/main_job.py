@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -71,9 +72,7 @@ def _names(text: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.cli import UsageError
-    from bench.convergence import convergence_study
     from bench.methods import get_method
-    from bench.report import write_report
     from bench.results import load_results
 
     device = args.device or best_device()
@@ -90,32 +89,55 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown dtype {unknown[0]!r}; use one of {', '.join(DTYPES)}")
     if args.baseline is not None:
         load_results(args.baseline)  # a bad baseline fails now, not after the sweep
-    progress = not args.no_progress
+    main_job(
+        device,
+        args.sweep,
+        methods=methods,
+        dtypes=dtypes,
+        output=args.output,
+        out=args.out,
+        baseline=args.baseline,
+        progress=not args.no_progress,
+    )
+    return 0
 
-    print(f"vecreg-bench on {device}: sweep {args.sweep!r}, convergence study, report", flush=True)
-    try:
-        from bench.suite_runner import run_benchmarks
-    except ImportError as exc:
-        raise UsageError(f"the benchmark sweep needs bench.suite_runner ({exc})") from None
+
+def main_job(
+    device: str,
+    sweep: str,
+    methods: list[str] | None = None,
+    dtypes: list[str] | None = None,
+    output: Path | None = None,
+    out: Path | None = None,
+    baseline: Path | None = None,
+    progress: bool = True,
+    pytest_args: Sequence[str] = (),
+) -> Path:
+    """Sweep, convergence study, report, summary; returns the report's run directory."""
+    from bench.cli import UsageError
+    from bench.convergence import convergence_study
+    from bench.report import write_report
+    from bench.suite_runner import run_benchmarks
+
+    print(f"vecreg-bench on {device}: sweep {sweep!r}, convergence study, report", flush=True)
     try:
         results = run_benchmarks(
-            sweep=args.sweep,
+            sweep=sweep,
             device=device,
             methods=methods,
             dtypes=dtypes,
-            output=args.output,
+            output=output,
             progress=progress,
+            pytest_args=pytest_args,
         )
     except ValueError as exc:  # an unknown sweep, or a method the sweep cannot run
         raise UsageError(str(exc)) from None
     print(f"results: {results}", flush=True)
     table, traces = convergence_study(device, methods=methods, progress=progress)
-    run_dir = write_report(
-        results, out=args.out, baseline=args.baseline, convergence=table, traces=traces
-    )
+    run_dir = write_report(results, out=out, baseline=baseline, convergence=table, traces=traces)
     print_summary(Path(results), table)
     print(f"\nreport: {run_dir / 'index.html'}")
-    return 0
+    return run_dir
 
 
 def print_summary(results: Path, convergence) -> None:

@@ -37,12 +37,18 @@ DIMS = tuple(problem(DIMS_ELEMENTS // 2**exp, 2**exp) for exp in range(14))
 # A few milliseconds per fit: for checking the harness itself, not for measuring.
 SMOKE = (problem(4, 33, steps=10),)
 
+# The GPU self-check (`python -m bench gpu-check`): quick and sizes, plus the problems the speed
+# goals name: 2^24 float32 elements at K = 1000, and the question's case.
+GOALS = (problem(2**24 // SIZES_DIM, SIZES_DIM, steps=1000), SEED[0])
+GPU_CHECK = tuple({p.name: p for p in (*QUICK, *SIZES, *GOALS)}.values())
+
 SWEEPS: dict[str, tuple[Problem, ...]] = {
     "quick": QUICK,
     "seed": SEED,
     "sizes": SIZES,
     "dims": DIMS,
     "smoke": SMOKE,
+    "gpu-check": GPU_CHECK,
 }
 DEFAULT_SWEEP = "quick"
 

@@ -243,7 +243,14 @@ def stub_sweep(monkeypatch, tmp_path):
     calls = []
 
     def run_benchmarks(
-        sweep="quick", device=None, methods=None, dtypes=None, output=None, progress=True
+        sweep="quick",
+        device=None,
+        methods=None,
+        dtypes=None,
+        output=None,
+        progress=True,
+        *,
+        pytest_args=(),
     ):
         calls.append(
             {
