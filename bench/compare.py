@@ -2,7 +2,10 @@
 
 A case is a regression when the candidate's median is slower than the baseline's by more than
 `threshold` AND the raw samples say the difference is not noise (one-sided test at `alpha`).
-Improvements are the mirror image. A big change that is not significant is "inconclusive".
+Improvements are the mirror image. A big change that is not significant is "inconclusive", and so
+is a significant one where either run was noisy (IQR above 10% of the median, the same bound as the
+results' `noisy` flag): the test only sees the spread within each run, and an unsteady run may have
+been slow as a whole, so such a case is named for a re-run rather than failed.
 
 Significance, on the raw samples (seconds per fit) of each side:
 
@@ -163,7 +166,7 @@ class Comparison:
         if self.inconclusive:
             lines.append(
                 f"{len(self.inconclusive)} inconclusive (changed beyond the threshold, but the "
-                f"samples are too noisy to tell): {', '.join(self.inconclusive)}"
+                f"samples are too noisy to tell; re-run them): {', '.join(self.inconclusive)}"
             )
         untested = self._cases("untested")
         if untested:
@@ -361,10 +364,21 @@ def _compare_case(
     significant = bool(p < alpha) if not math.isnan(p) else False
     row["significant"] = significant
 
+    noisy = [
+        f"noisy {side} (IQR {spread:.0%} of median)"
+        for side, spread in (("baseline", _iqr_over_median(b)), ("candidate", _iqr_over_median(c)))
+        if spread > NOISY_IQR_OVER_MEDIAN
+    ]
     beyond_threshold = change > threshold if slower else change < -threshold
     if row["test"] == "none":
         verdict = "untested"
         notes.append(f"too few samples ({b.size}/{c.size}) for a test")
+    elif beyond_threshold and significant and noisy:
+        # The test compares samples within each run; a run that was this unsteady may have been
+        # slow as a whole (another process, a bad memory placement), which no within-run test
+        # sees. Such a timing is flagged untrustworthy in the results, so it cannot fail a gate.
+        verdict = "inconclusive"
+        notes.append(f"significantly {'slower' if slower else 'faster'}, but a run was noisy")
     elif beyond_threshold and significant:
         verdict = "regression" if slower else "improvement"
     elif beyond_threshold:
@@ -374,11 +388,7 @@ def _compare_case(
         verdict = "unchanged"
         if significant and not math.isnan(change) and change != 0:
             notes.append(f"significantly {'slower' if slower else 'faster'}, within threshold")
-    for side, x in (("baseline", b), ("candidate", c)):
-        spread = _iqr_over_median(x)
-        if spread > NOISY_IQR_OVER_MEDIAN:
-            notes.append(f"noisy {side} (IQR {spread:.0%} of median)")
-    row.update(verdict=verdict, notes="; ".join(notes))
+    row.update(verdict=verdict, notes="; ".join(notes + noisy))
     return row
 
 
@@ -418,7 +428,9 @@ def format_change(change: float) -> str:
 def format_evidence(row: Any) -> str:
     """'p=2e-05 (MWU)', 'ratio in [1.21, 1.38] (bootstrap)' or '-'."""
     if row.test == "mann-whitney":
-        return f"p={row.p_value:.2g} (MWU)"
+        # The asymptotic test underflows to 0 for large, fully separated samples.
+        p = f"p={row.p_value:.2g}" if row.p_value > 0 else "p<1e-300"
+        return f"{p} (MWU)"
     if row.test == "bootstrap":
         # p is a share of BOOTSTRAP_RESAMPLES ratios: 0 means below 1 / BOOTSTRAP_RESAMPLES.
         p = f"p={row.p_value:.2g}" if row.p_value > 0 else f"p<{1 / BOOTSTRAP_RESAMPLES:g}"

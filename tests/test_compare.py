@@ -100,6 +100,22 @@ def test_a_30_percent_slowdown_in_noise_is_not_flagged(tmp_path):
         assert "noisy" in rows.loc[c, "notes"]
 
 
+def test_a_significant_slowdown_in_a_noisy_run_is_inconclusive_not_a_regression(tmp_path, capsys):
+    """Many samples make even a noisy 50% slowdown significant within the runs, but a run with an
+    IQR above 10% of its median is flagged untrustworthy: it is named for a re-run, not failed."""
+    noisy = {"analytic": 0.2}
+    base = run_file(tmp_path / "base.json", seed=1, spread=noisy, n=200)
+    cand = run_file(tmp_path / "cand.json", seed=2, spread=noisy, n=200, scale={"analytic": 1.5})
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    rows = compare_files(base, cand).table.set_index("case")
+    for c in (case("analytic"), case("analytic", BIG)):
+        assert rows.loc[c, "p_value"] < 1e-6 and rows.loc[c, "change"] > 0.3
+        assert rows.loc[c, "verdict"] == "inconclusive"
+        assert "a run was noisy" in rows.loc[c, "notes"]
+    assert "2 inconclusive" in out and "re-run" in out
+
+
 def test_a_faster_case_is_an_improvement(tmp_path, capsys):
     base = run_file(tmp_path / "base.json", seed=1)
     cand = run_file(tmp_path / "cand.json", seed=2, scale={"compiled": 0.7})
