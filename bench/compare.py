@@ -123,6 +123,15 @@ class Comparison:
             "verdict", key=lambda col: col.map(order), kind="stable"
         ).reset_index(drop=True)
 
+    def summary_frame(self) -> pd.DataFrame:
+        """The rows of the terminal table, formatted, most severe first: for reports."""
+        header, rows = self._cells()
+        return pd.DataFrame(rows, columns=header)
+
+    def summary_lines(self) -> list[str]:
+        """The verdict in a few lines: each regression named, then the other notable cases."""
+        return self._summary()
+
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         header = ["case", "baseline", "candidate", "change", "evidence", "verdict", "notes"]
         rows = [

@@ -208,9 +208,13 @@ def _comparison(baseline: Path, results: Path) -> tuple[html.Section, str]:
         note = f"Comparison not made: {exc}"
         return html.Section(title, anchor, [], [], [note]), note
     view = tables.frame_view(
-        comparison.table, f"{results.name} against {baseline.name}", "Candidate against baseline."
+        comparison.summary_frame(),
+        f"{results.name} against {baseline.name}",
+        f"Threshold {comparison.threshold:.0%}, alpha {comparison.alpha:g}; medians of seconds "
+        "per fit. Every figure per case: python -m bench compare BASELINE CANDIDATE.",
     )
-    return html.Section(title, anchor, [view], [], []), comparison.to_markdown()
+    notes = comparison.summary_lines()
+    return html.Section(title, anchor, [view], [], notes), comparison.to_markdown()
 
 
 def publish(staging: Path, target: Path) -> None:

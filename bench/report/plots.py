@@ -158,6 +158,7 @@ def time_figure(cases: pd.DataFrame) -> Figure | None:
         ax.set_xlabel("problem size: elements B x D")
         ax.set_ylabel("time per step (s), median")
         ax.set_title(f"{_device_label(sub)}: time per step", fontsize=10)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the data
         ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -193,6 +194,7 @@ def speedup_figure(cases: pd.DataFrame) -> Figure | None:
     ax.set_xlabel("speedup over autograd (median time per step), log scale")
     ax.set_ylabel("")
     ax.set_title("Speedup over autograd", fontsize=10)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the data
     ax.grid(True, axis="x", which="both", alpha=0.3)
     return fig
 
@@ -238,6 +240,7 @@ def bandwidth_figure(cases: pd.DataFrame) -> Figure | None:
         ax.set_xlabel("problem size: elements B x D")
         ax.set_ylabel("effective bandwidth / copy bandwidth")
         ax.set_title(f"{_device_label(sub)}: fraction of copy bandwidth", fontsize=10)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the data
         ax.grid(True, which="both", alpha=0.3)
     if one_pass:
         fig.text(0.0, -0.04, ONE_PASS_NOTE.format(names=", ".join(one_pass)), fontsize=8, wrap=True)
