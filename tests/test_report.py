@@ -145,28 +145,17 @@ def test_a_build_that_fails_halfway_leaves_nothing_behind(tmp_path, monkeypatch)
     assert {q.name: q.stat().st_mtime_ns for q in old.iterdir()} == before
 
 
-class FakeComparison:
-    table = pd.DataFrame({"method": ["analytic"], "change": [0.25], "verdict": ["slower"]})
-
-    def to_markdown(self):
-        return "| method | change |\n| --- | --- |\n| analytic | +25% |\n"
-
-
 def test_a_baseline_adds_a_comparison_section(tmp_path, monkeypatch):
-    calls = []
-    fake = types.ModuleType("bench.compare")
-    fake.compare_files = lambda baseline, candidate, **kw: (
-        calls.append((baseline, candidate)) or (FakeComparison())
-    )
-    monkeypatch.setitem(sys.modules, "bench.compare", fake)
     p = Problem(batch=4, dim=8, steps=10)
-    base = rf.write(tmp_path / "base.json", rf.results([rf.entry("analytic", p, [1e-3])]))
-    new = rf.write(tmp_path / "new.json", rf.results([rf.entry("analytic", p, [1.25e-3])]))
+    base_samples = [1e-3 * (1 + 0.001 * i) for i in range(10)]
+    base = rf.write(tmp_path / "base.json", rf.results([rf.entry("analytic", p, base_samples)]))
+    slower = [1.25 * s for s in base_samples]
+    new = rf.write(tmp_path / "new.json", rf.results([rf.entry("analytic", p, slower)]))
     run = write_report(new, out=tmp_path / "reports", baseline=base)
-    assert calls == [(base, new)]
     page = (run / "index.html").read_text(encoding="utf-8")
-    assert 'id="comparison"' in page and "<td>slower</td>" in page
-    assert "| analytic | +25% |" in (run / "summary.md").read_text()
+    assert 'id="comparison"' in page and "<td>regression</td>" in page
+    assert f"REGRESSION analytic {p.name} cpu" in page
+    assert "REGRESSION" in (run / "summary.md").read_text()
     assert (run / "baseline.json").exists()
 
     monkeypatch.setitem(sys.modules, "bench.compare", None)  # as if not installed
