@@ -27,7 +27,7 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
     """One whole fit of K steps with its loss trace, from a fresh copy of x0."""
     run = plugin.get_run(pytestconfig)
     impl, case = get_method(method), run.problems[problem]
-    reason = impl.available(run.device)
+    reason = impl.can_time(case, run.device)
     if reason is not None:
         run.record("skipped", method, problem, reason)
         pytest.skip(reason)

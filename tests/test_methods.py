@@ -383,3 +383,13 @@ def test_sgd_uses_the_fused_optimizer_on_the_cpu_and_cuda():
     from bench.methods.sgd import fused_supported
 
     assert fused_supported(torch.device("cpu")) and fused_supported(torch.device("cuda"))
+
+
+@pytest.mark.parametrize("name", ["triton_step", "triton_fused"])
+def test_the_interpreter_times_only_tiny_problems(name, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    method = get_method(name)
+    assert method.can_time(Problem(batch=4, dim=33), "cpu") is None
+    reason = method.can_time(Problem(batch=64, dim=256), "cpu")
+    assert reason is not None and "16384 elements" in reason and "interpreter" in reason
+    assert get_method("analytic").can_time(Problem(batch=64, dim=256), "cpu") is None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.problem import DTYPES
+from bench.problem import DTYPES, Problem
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class Method:
     def available(self, device: str | torch.device) -> str | None:
         """None if the method can run on `device`, else the reason it cannot."""
         return None
+
+    def can_time(self, problem: Problem, device: str | torch.device) -> str | None:
+        """None if the benchmark suite should time `problem` on `device`, else the reason not."""
+        return self.available(device)
 
     def prepare(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
         """Untimed warm-up for this shape, dtype and device: one short fit compiles and caches."""

@@ -33,6 +33,21 @@ def triton_missing(device: torch.device) -> str | None:
     return f"Triton compiles for GPUs only; on the CPU, {INTERPRETER_HINT}"
 
 
+# The interpreter runs each program of each launch in numpy, about a millisecond each: above this
+# many elements a benchmark case (a dozen fits or more) would take minutes.
+INTERPRETER_MAX_ELEMENTS = 4096
+
+
+def interpreter_too_slow(elements: int) -> str | None:
+    """The reason not to time `elements` in the interpreter, or None."""
+    if interpreted() and elements > INTERPRETER_MAX_ELEMENTS:
+        return (
+            f"{elements} elements would take minutes in Triton's interpreter (it times up to "
+            f"{INTERPRETER_MAX_ELEMENTS}); run it on a GPU"
+        )
+    return None
+
+
 def load_kernels(module: str) -> ModuleType:
     """Import kernels.<module>, failing at once if another package named `kernels` shadows ours."""
     package = importlib.import_module("kernels")

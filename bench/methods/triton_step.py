@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from bench.methods.base import Method
-from bench.methods.triton_env import load_kernels, triton_missing
+from bench.methods.triton_env import interpreter_too_slow, load_kernels, triton_missing
+from bench.problem import Problem
 
 
 class TritonStep(Method):
@@ -14,6 +15,9 @@ class TritonStep(Method):
 
     def available(self, device: str | torch.device) -> str | None:
         return triton_missing(torch.device(device))
+
+    def can_time(self, problem: Problem, device: str | torch.device) -> str | None:
+        return self.available(device) or interpreter_too_slow(problem.elements)
 
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         return load_kernels("triton_step").fit(x, t, lr, steps)
