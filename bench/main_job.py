@@ -144,6 +144,7 @@ def print_summary(results: Path, convergence) -> None:
     """The speedups per problem, the question's case in one line, and the convergence table."""
     import pandas as pd
 
+    from bench.convergence import STUDY_COLUMNS
     from bench.report import tables
     from bench.results import load_results
 
@@ -168,17 +169,7 @@ def print_summary(results: Path, convergence) -> None:
                 f"start at {said} ({first}).",
                 file=out,
             )
-        columns = [
-            "method",
-            "lr",
-            "expected",
-            "verdict",
-            "step_to_1pct",
-            "step_to_1e-6",
-            "final_distance",
-            "max_abs_err_x",
-            "max_rel_err_trace",
-        ]
+        columns = [c for c in STUDY_COLUMNS if c != "note"]  # the notes follow the table
         print("\nConvergence (the question's case, each method at each lr):", file=out)
         shown = measured[columns].astype({"step_to_1pct": object, "step_to_1e-6": object})
         shown = shown.fillna({"step_to_1pct": "-", "step_to_1e-6": "-"})

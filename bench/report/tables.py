@@ -12,23 +12,15 @@ from typing import Any
 
 import pandas as pd
 
+from bench.convergence import ORIGINAL_QUESTION
+from bench.methods import METHODS
 from bench.results import CASE_FIELDS, device_name
 
 BASELINE_METHOD = "autograd"
 NOISY_IQR = 0.10  # the results contract: IQR / median above this is not to be trusted
-# Known names in the order tables and legends list them (and the plots' colour order).
-METHOD_ORDER = (
-    "autograd",
-    "analytic",
-    "compiled",
-    "triton_step",
-    "triton_fused",
-    "graphs",
-    "compiled_graphs",
-    "sgd",
-    "jax",
-    "original_question",
-)
+# Known names in the order tables and legends list them (and the plots' colour order): the
+# registry's order, then the convergence table's extra row.
+METHOD_ORDER = (*METHODS, ORIGINAL_QUESTION)
 
 
 def method_order(names) -> list[str]:
