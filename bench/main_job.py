@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench.problem import DTYPES, resolve_device
+from bench.problem import DTYPES
 
 
 def best_device() -> str:
@@ -66,32 +66,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
-
 def run(args: argparse.Namespace) -> int:
+    from bench import plugin
     from bench.cli import UsageError
-    from bench.methods import get_method
     from bench.results import load_results
 
-    device = args.device or best_device()
+    # The benchmark suite's own option parsers: the same checks and messages as pytest's options.
     try:
-        resolve_device(device)
-        methods = _names(args.methods)
-        for name in methods or []:
-            get_method(name)
+        device = plugin.parse_device(args.device) if args.device else best_device()
+        sweep = plugin.parse_sweep(args.sweep)
+        methods = plugin.parse_methods(args.methods) if args.methods is not None else None
+        dtypes = plugin.parse_dtypes(args.dtypes) if args.dtypes is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    dtypes = _names(args.dtypes)
-    unknown = [d for d in dtypes or [] if d not in DTYPES]
-    if unknown:
-        raise UsageError(f"unknown dtype {unknown[0]!r}; use one of {', '.join(DTYPES)}")
     if args.baseline is not None:
         load_results(args.baseline)  # a bad baseline fails now, not after the sweep
     main_job(
         device,
-        args.sweep,
+        sweep,
         methods=methods,
         dtypes=dtypes,
         output=args.output,
