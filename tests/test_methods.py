@@ -135,6 +135,8 @@ def test_question_case(name, device):
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("name", method_names())
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's numpy
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_divergence_is_a_result(name, device):
     """lr above D diverges: the fit returns and its trace shows the growth up to inf or NaN."""
     problem = Problem(batch=1, dim=5, steps=200, lr=1.5 * 5)  # |1 - 2 lr / D| = 2
