@@ -141,7 +141,7 @@ def fit(
         config = INTERPRETER_CONFIG
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32
-    scale = torch.tensor(2.0 * lr / x.shape[1], dtype=acc, device=x.device)
+    scale = torch.full((), 2.0 * lr / x.shape[1], dtype=acc, device=x.device)  # no host copy
     if per_element is None:
         per_element = n_elements <= PER_ELEMENT_MAX_N
     chunk, stride = partials_shape(

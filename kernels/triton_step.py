@@ -59,7 +59,7 @@ def fit(x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor
     if n_elements + BLOCK_SIZE * num_programs(n_elements, x.device) >= 2**31:
         raise ValueError(f"{n_elements} elements is too many for 32-bit offsets")
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    scale = torch.tensor(2.0 * lr / x.shape[1], dtype=acc, device=x.device)
+    scale = torch.full((), 2.0 * lr / x.shape[1], dtype=acc, device=x.device)  # no host copy
     programs = num_programs(n_elements, x.device)
     partials = torch.empty(steps, programs, dtype=acc, device=x.device)
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32

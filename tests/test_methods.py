@@ -395,3 +395,28 @@ def test_the_interpreter_times_only_tiny_problems(name, monkeypatch):
     reason = method.can_time(Problem(batch=64, dim=256), "cpu")
     assert reason is not None and "16384 elements" in reason and "interpreter" in reason
     assert get_method("analytic").can_time(Problem(batch=64, dim=256), "cpu") is None
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", method_names())
+def test_no_host_synchronization_during_a_fit(name):
+    """The loss trace stays on the GPU until the fit ends: torch's sync debug mode raises at the
+    first operation that makes the host wait (a .item(), a copy to the host, a synchronize)."""
+    if name == "jax":
+        pytest.skip("jax's fit ends with block_until_ready by design; its K steps are one XLA scan")
+    method = get_method(name)
+    reason = method.available("cuda")
+    if reason is not None:
+        pytest.skip(reason)
+    problem = Problem(batch=3, dim=257, steps=20, lr=0.05 * 257)
+    x0, t = problem.inputs("cuda")
+    method.prepare(x0, t, problem.lr, problem.steps)  # compile, tune, capture: may synchronize
+    x = x0.clone()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = method.run(x, t, problem.lr, problem.steps)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = oracle.loss_trace(x0, t, problem.lr, problem.steps)
+    assert trace_error(loss, ref, x_tolerance(x0, t, problem.steps)) <= 1.0

@@ -50,7 +50,8 @@ class Compiled(Method):
 
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         step = compiled_step()
-        lr_t = torch.tensor(lr, dtype=compute_dtype(x.dtype), device=x.device)
+        # A fill on the device, not a copy from the host: no synchronization.
+        lr_t = torch.full((), lr, dtype=compute_dtype(x.dtype), device=x.device)
         cur = x
         losses = []
         for _ in range(steps):

@@ -77,7 +77,10 @@ class Jax(Method):
         try:
             jax_device(dev)
         except (RuntimeError, IndexError) as exc:
-            return f"jax has no {dev.type} device here ({exc}); for CUDA install jax[cuda12]"
+            return (
+                f"jax has no {dev.type} device here ({exc}); "
+                "for CUDA, install a CUDA build of JAX (e.g. jax[cuda13])"
+            )
         return None
 
     def prepare(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
