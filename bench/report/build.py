@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.baseline import device_slug
 from bench.report import html, plots, tables
 from bench.results import device_name, load_results
 
@@ -60,7 +60,7 @@ def make_run_id(data: dict[str, Any], results: Path) -> str:
         when = dt.datetime.fromisoformat(str(data["datetime"]).replace("Z", "+00:00"))
     except (KeyError, ValueError):
         when = dt.datetime.fromtimestamp(results.stat().st_mtime, tz=dt.timezone.utc)
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(data).lower()).strip("-")[:40] or "device"
+    slug = device_slug(device_name(data))[:40].strip("-")
     return f"{when:%Y%m%d-%H%M%S}-{slug}"
 
 
