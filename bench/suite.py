@@ -45,7 +45,7 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
             min_rounds=int(pytestconfig.getoption("benchmark_min_rounds")),
         )
     except Exception as exc:  # out of memory or a broken method: report it, go on with the sweep
-        if isinstance(exc, torch.cuda.OutOfMemoryError):  # the older name: torch >= 2.5 has it
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         benchmark.has_error = True  # keep a half-made case out of the results file
         message = str(exc).strip().splitlines()
