@@ -63,6 +63,7 @@ def save_baseline(results: Path, reports: Path = Path("reports")) -> Path:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is for everyone to read
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
