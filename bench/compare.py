@@ -37,14 +37,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from bench.results import ResultsError, case_key, device_name, load_results, samples
+from bench.results import (
+    NOISY_IQR_OVER_MEDIAN,
+    ResultsError,
+    case_key,
+    device_name,
+    load_results,
+    samples,
+)
 
 MWU_MIN_SAMPLES = 8
 BOOTSTRAP_MIN_SAMPLES = 3
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-# Same bound as extra_info["noisy"]: IQR above 10% of the median.
-NOISY_IQR_OVER_MEDIAN = 0.10
 
 # Most severe first: the order of rows in the text and Markdown tables.
 VERDICTS = ("regression", "inconclusive", "improvement", "untested", "unchanged")

@@ -40,10 +40,13 @@ CASE_FIELDS: dict[str, str] = {
     "copy_fraction": "bandwidth_gbs / copy_bandwidth_gbs",
     "speedup_vs_autograd": "autograd's median / this median, same problem (None without it)",
     "iqr_over_median": "IQR / median of the raw samples",
-    "noisy": "True when iqr_over_median > 0.10: the timing is not to be trusted",
+    "noisy": "True when iqr_over_median > NOISY_IQR_OVER_MEDIAN: not to be trusted",
     "oracle_max_abs_err": "max |x_K - closed form| of a fit made for the check",
     "oracle_ok": "True when that error is within the method's tolerance",
 }
+
+# Above this IQR / median a timing is flagged noisy: its median is not to be trusted.
+NOISY_IQR_OVER_MEDIAN = 0.10
 
 # A case is the same case in two files when these match.
 CASE_KEY = ("method", "problem", "dtype", "device")

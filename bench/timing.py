@@ -25,8 +25,8 @@ from pytest_benchmark.stats import Stats
 from bench import oracle
 from bench.methods import Method
 from bench.problem import Problem
+from bench.results import NOISY_IQR_OVER_MEDIAN
 
-NOISY_IQR_OVER_MEDIAN = 0.10  # above this the spread is too large to trust the median
 MAX_ROUNDS = 10_000
 
 

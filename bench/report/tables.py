@@ -14,13 +14,15 @@ import pandas as pd
 
 from bench.convergence import ORIGINAL_QUESTION
 from bench.methods import METHODS
-from bench.results import CASE_FIELDS, device_name
+from bench.results import CASE_FIELDS, NOISY_IQR_OVER_MEDIAN, device_name
 
 BASELINE_METHOD = "autograd"
-NOISY_IQR = 0.10  # the results contract: IQR / median above this is not to be trusted
 # Known names in the order tables and legends list them (and the plots' colour order): the
 # registry's order, then the convergence table's extra row.
 METHOD_ORDER = (*METHODS, ORIGINAL_QUESTION)
+# The fields of CASE_FIELDS that are not numbers.
+TEXT_FIELDS = ("method", "problem", "dtype", "device", "device_name")
+FLAG_FIELDS = ("noisy", "oracle_ok")
 
 
 def method_order(names) -> list[str]:
@@ -53,30 +55,10 @@ def cases_frame(data: dict[str, Any]) -> pd.DataFrame:
         rows.append(row)
     columns = [*CASE_FIELDS, "elements", "rounds"]
     frame = pd.DataFrame(rows, columns=columns)
-    numeric = [
-        "batch",
-        "dim",
-        "steps",
-        "lr",
-        "seed",
-        "setup_s",
-        "time_per_step_s",
-        "time_per_step_iqr_s",
-        "device_time_per_step_s",
-        "elements_steps_per_s",
-        "bytes_per_step",
-        "bandwidth_gbs",
-        "copy_bandwidth_gbs",
-        "copy_fraction",
-        "speedup_vs_autograd",
-        "iqr_over_median",
-        "oracle_max_abs_err",
-        "elements",
-        "rounds",
-    ]
+    numeric = [c for c in columns if c not in (*TEXT_FIELDS, *FLAG_FIELDS)]
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("method", "problem", "dtype", "device", "device_name"):
+    for column in TEXT_FIELDS:
         frame[column] = frame[column].astype(str)
     if frame.empty:
         return frame
@@ -143,7 +125,7 @@ def timing_tables(cases: pd.DataFrame) -> list[Table]:
         rows, classes = [], []
         for case in group.itertuples(index=False):
             flags, css = [], []
-            if _flag(case.noisy) or (case.iqr_over_median or 0) > NOISY_IQR:
+            if _flag(case.noisy) or (case.iqr_over_median or 0) > NOISY_IQR_OVER_MEDIAN:
                 flags.append(f"noisy (IQR {number(100 * case.iqr_over_median, '.0f')}% of median)")
                 css.append("noisy")
             if case.oracle_ok is not None and not _flag(case.oracle_ok):
