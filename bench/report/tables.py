@@ -200,18 +200,29 @@ def speedup_summary(cases: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+# bench.environment's fields, in the order a reader looks for them; others follow, sorted.
 ENVIRONMENT_ORDER = (
-    "device",
-    "device_name",
     "sm_count",
-    "memory",
-    "memory_gb",
+    "compute_capability",
+    "memory_bytes",
     "driver",
     "cuda",
     "torch",
     "triton",
     "python",
-    "clocks",
+    "sm_clock_mhz",
+    "max_sm_clock_mhz",
+    "app_sm_clock_mhz",
+    "mem_clock_mhz",
+    "max_mem_clock_mhz",
+    "power_limit_w",
+    "temperature_c",
+    "cpu",
+    "cpu_count",
+    "torch_threads",
+    "triton_interpret",
+    "platform",
+    "executable",
 )
 
 
@@ -226,7 +237,11 @@ def environment_table(data: dict[str, Any], source: str) -> Table:
         k for k in env if k not in ENVIRONMENT_ORDER
     )
     for key in keys:
-        rows.append([key, _flat(env[key])])
+        value = env[key]
+        if key == "memory_bytes" and isinstance(value, (int, float)):
+            rows.append(["memory", f"{value / 2**30:.1f} GiB"])
+        else:
+            rows.append([key, _flat(value)])
     if "python" not in env and machine.get("python_version"):
         rows.append(["python", str(machine["python_version"])])
     cpu = (machine.get("cpu") or {}).get("brand_raw")
