@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     tests_passed = True
     if not args.skip_tests:
         tests_passed = run_cuda_tests(out / "cuda-tests.log")
+        print(f"gpu-check: CUDA tests took {time.perf_counter() - start:.0f} s", flush=True)
     main_job(
         "cuda",
         "gpu-check",
