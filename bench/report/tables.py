@@ -238,6 +238,8 @@ def environment_table(data: dict[str, Any], source: str) -> Table:
     )
     for key in keys:
         value = env[key]
+        if value is None:  # not known for this device (no GPU, no NVML): nothing to show
+            continue
         if key == "memory_bytes" and isinstance(value, (int, float)):
             rows.append(["memory", f"{value / 2**30:.1f} GiB"])
         else:
