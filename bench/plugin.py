@@ -38,10 +38,16 @@ RESULTS_DIR = Path("reports") / "results"
 # (argparse puts the option's name in front).
 
 
-def _names(value: str, kind: str) -> list[str]:
+def _known_names(value: str, kind: str, known) -> list[str]:
+    """A comma-separated list of `kind`s (e.g. "method"), each one of `known`, duplicates once."""
     names = [name.strip() for name in value.split(",")]
     if not value.strip() or any(not name for name in names):
-        raise ValueError(f"{value!r} is not a comma-separated list of {kind}")
+        raise ValueError(f"{value!r} is not a comma-separated list of {kind}s")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown {kind} {', '.join(map(repr, unknown))}; known {kind}s: {', '.join(known)}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -52,23 +58,11 @@ def parse_sweep(value: str) -> str:
 
 
 def parse_methods(value: str) -> list[str]:
-    names = _names(value, "methods")
-    unknown = [name for name in names if name not in METHODS]
-    if unknown:
-        raise ValueError(
-            f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(METHODS)}"
-        )
-    return names
+    return _known_names(value, "method", METHODS)
 
 
 def parse_dtypes(value: str) -> list[str]:
-    names = _names(value, "dtypes")
-    unknown = [name for name in names if name not in DTYPES]
-    if unknown:
-        raise ValueError(
-            f"unknown dtype {', '.join(map(repr, unknown))}; known dtypes: {', '.join(DTYPES)}"
-        )
-    return names
+    return _known_names(value, "dtype", DTYPES)
 
 
 def parse_device(value: str) -> str:
