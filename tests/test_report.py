@@ -369,3 +369,11 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1280, 2000) and len(png) > 50_000  # a page, not a blank
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["report", str(SAMPLE), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {blocker}: not a directory\n"

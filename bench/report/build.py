@@ -8,6 +8,7 @@ interrupted or failed build leaves the previous reports and `latest` as they wer
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import shutil
 import tempfile
@@ -39,6 +40,8 @@ def write_report(
         baseline = Path(baseline)
         load_results(baseline)
     out = DEFAULT_OUT if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(out))
     out.mkdir(parents=True, exist_ok=True)
     run_id = make_run_id(data, results)
     target = out / run_id
