@@ -27,6 +27,10 @@ class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+class CommandError(RuntimeError):
+    """A command that could not do its work (the message says why): exit code 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # a folder that cannot be made or written, a disk that is full
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

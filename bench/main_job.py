@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,11 +107,17 @@ def main_job(
     pytest_args: Sequence[str] = (),
 ) -> Path:
     """Sweep, convergence study, report, summary; returns the report's run directory."""
-    from bench.cli import UsageError
+    from bench.cli import CommandError, UsageError
     from bench.convergence import convergence_study
     from bench.report import write_report
-    from bench.suite_runner import run_benchmarks
+    from bench.suite_runner import BenchmarkRunError, run_benchmarks
 
+    # Where the results and the report go must be writable before minutes of measuring, not after.
+    for folder in (output.parent if output is not None else None, out):
+        if folder is not None:
+            if folder.exists() and not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(folder))
+            folder.mkdir(parents=True, exist_ok=True)
     print(f"vecreg-bench on {device}: sweep {sweep!r}, convergence study, report", flush=True)
     try:
         results = run_benchmarks(
@@ -124,6 +131,8 @@ def main_job(
         )
     except ValueError as exc:  # an unknown sweep, or a method the sweep cannot run
         raise UsageError(str(exc)) from None
+    except BenchmarkRunError as exc:
+        raise CommandError(str(exc)) from None
     print(f"results: {results}", flush=True)
     table, traces = convergence_study(device, methods=methods, progress=progress)
     run_dir = write_report(results, out=out, baseline=baseline, convergence=table, traces=traces)

@@ -18,6 +18,7 @@ from bench import cli
 from bench.convergence import convergence_study
 from bench.problem import Problem
 from bench.report import write_report
+from bench.suite_runner import BenchmarkRunError
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sample_sweep.json"
@@ -256,6 +257,7 @@ def stub_sweep(monkeypatch, tmp_path):
 
     fake = types.ModuleType("bench.suite_runner")
     fake.run_benchmarks = run_benchmarks
+    fake.BenchmarkRunError = BenchmarkRunError
     monkeypatch.setitem(sys.modules, "bench.suite_runner", fake)
     return calls
 
@@ -377,3 +379,11 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path, capsy
     assert cli.main(["report", str(SAMPLE), "--out", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {blocker}: not a directory\n"
+
+
+def test_the_main_job_checks_its_output_folders_before_measuring(stub_sweep, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["--out", str(blocker), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {blocker}: not a directory\n"
+    assert stub_sweep == []  # nothing was measured
