@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ def best_device() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.report.command import add_report_options
+
     parser.add_argument(
         "--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)"
     )
@@ -47,21 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RESULTS.json",
         help="where to save the results file (default: the suite runner's place for it)",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="reports directory: the report goes to DIR/<run-id>/ and DIR/latest "
-        "(default: reports/)",
-    )
-    parser.add_argument(
-        "--baseline",
-        type=Path,
-        default=None,
-        metavar="BASE.json",
-        help="a saved results file to compare this run against in the report",
-    )
+    add_report_options(parser)
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (for logs and CI)"
     )
@@ -110,14 +97,13 @@ def main_job(
     from bench.cli import CommandError, UsageError
     from bench.convergence import convergence_study
     from bench.report import write_report
+    from bench.report.build import make_folder
     from bench.suite_runner import BenchmarkRunError, run_benchmarks
 
     # Where the results and the report go must be writable before minutes of measuring, not after.
     for folder in (output.parent if output is not None else None, out):
         if folder is not None:
-            if folder.exists() and not folder.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(folder))
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
     print(f"vecreg-bench on {device}: sweep {sweep!r}, convergence study, report", flush=True)
     try:
         results = run_benchmarks(

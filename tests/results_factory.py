@@ -197,3 +197,26 @@ def _case(method: str, problem: Problem, per_step: float, copy_gbs: float, devic
         setup_s={"compiled": 4.2, "triton_step": 0.8, "triton_fused": 1.1}.get(method, 0.0),
     )
     return e
+
+
+# Unusable results files: name -> (content, or None for a missing file; words the error must say).
+BAD_FILES: dict[str, tuple[str | None, str]] = {
+    "missing": (None, "no such file"),
+    "empty": ("", "is empty"),
+    "corrupt": ('{"benchmarks": [', "is not valid JSON"),
+    "foreign": (json.dumps({"hello": 1}), "not a pytest-benchmark results file"),
+    "foreign-benchmark": (
+        json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {}}]}),
+        "not a vecreg-bench results file",
+    ),
+    "no-benchmarks": (json.dumps({"benchmarks": []}), "holds no benchmark results"),
+}
+
+
+def write_bad(folder: Path, name: str) -> tuple[Path, str]:
+    """BAD_FILES[name] written in `folder` (not written if missing), and the words to expect."""
+    content, words = BAD_FILES[name]
+    path = folder / f"{name}.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    return path, words

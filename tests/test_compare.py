@@ -168,26 +168,11 @@ def test_device_mismatch_is_refused_unless_allowed(tmp_path, capsys):
     assert "different device models" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("content", "words"),
-    [
-        (None, "no such file"),
-        ("", "is empty"),
-        ("{not json", "not valid JSON"),
-        (json.dumps({"hello": 1}), "not a pytest-benchmark results file"),
-        (
-            json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {}}]}),
-            "not a vecreg-bench results file",
-        ),
-    ],
-    ids=["missing", "empty", "corrupt", "foreign", "foreign-benchmark"],
-)
+@pytest.mark.parametrize("name", rf.BAD_FILES)
 @pytest.mark.parametrize("side", ["baseline", "candidate"])
-def test_bad_files_exit_2_with_one_line(tmp_path, capsys, content, words, side):
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, name, side):
     good = run_file(tmp_path / "good.json")
-    bad = tmp_path / "bad.json"
-    if content is not None:
-        bad.write_text(content)
+    bad, words = rf.write_bad(tmp_path, name)
     argv = [str(good), str(bad)] if side == "candidate" else [str(bad), str(good)]
     assert main(["compare", *argv]) == 2
     captured = capsys.readouterr()

@@ -164,21 +164,10 @@ def test_a_baseline_adds_a_comparison_section(tmp_path, monkeypatch):
     assert "Comparison skipped: bench.compare is not available" in (run / "index.html").read_text()
 
 
-BAD_FILES = {
-    "missing.json": (None, "no such file"),
-    "empty.json": ("", "is empty"),
-    "corrupt.json": ('{"benchmarks": [', "is not valid JSON"),
-    "foreign.json": (json.dumps({"hello": "world"}), "not a pytest-benchmark results file"),
-}
-
-
-@pytest.mark.parametrize("name", BAD_FILES)
+@pytest.mark.parametrize("name", rf.BAD_FILES)
 @pytest.mark.parametrize("as_baseline", [False, True])
 def test_report_command_rejects_bad_files_in_one_line(tmp_path, capsys, name, as_baseline):
-    content, words = BAD_FILES[name]
-    bad = tmp_path / name
-    if content is not None:
-        bad.write_text(content)
+    bad, words = rf.write_bad(tmp_path, name)
     args = ["report", str(SAMPLE), "--baseline", str(bad)] if as_baseline else ["report", str(bad)]
     assert cli.main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import results_factory as rf
 
@@ -17,24 +15,9 @@ def test_a_results_file_loads(tmp_path):
     assert device_name(data) == "Test CPU"
 
 
-@pytest.mark.parametrize(
-    ("content", "words"),
-    [
-        (None, "no such file"),
-        ("", "is empty"),
-        ("{not json", "not valid JSON"),
-        (json.dumps({"hello": 1}), "not a pytest-benchmark results file"),
-        (
-            json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {}}]}),
-            "not a vecreg-bench results file",
-        ),
-        (json.dumps({"benchmarks": []}), "holds no benchmark results"),
-    ],
-)
-def test_bad_files_get_one_line_naming_the_file(tmp_path, content, words):
-    path = tmp_path / "bad.json"
-    if content is not None:
-        path.write_text(content)
+@pytest.mark.parametrize("name", rf.BAD_FILES)
+def test_bad_files_get_one_line_naming_the_file(tmp_path, name):
+    path, words = rf.write_bad(tmp_path, name)
     with pytest.raises(ResultsError) as info:
         load_results(path)
     message = str(info.value)

@@ -39,10 +39,7 @@ def write_report(
     if baseline is not None:
         baseline = Path(baseline)
         load_results(baseline)
-    out = DEFAULT_OUT if out is None else Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(out))
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(DEFAULT_OUT if out is None else Path(out))
     run_id = make_run_id(data, results)
     target = out / run_id
     staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".tmp", dir=out))
@@ -218,6 +215,14 @@ def _comparison(baseline: Path, results: Path) -> tuple[html.Section, str]:
     )
     notes = comparison.summary_lines()
     return html.Section(title, anchor, [view], [], notes), comparison.to_markdown()
+
+
+def make_folder(folder: Path) -> Path:
+    """`folder`, made if needed; NotADirectoryError (an OSError) where a file stands in its way."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def publish(staging: Path, target: Path) -> None:

@@ -13,6 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RESULTS.json",
         help="a results file saved by `pytest --benchmark-only` or `python -m bench`",
     )
+    add_report_options(parser)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """--out and --baseline: where a report goes and what it is compared with."""
     parser.add_argument(
         "--out",
         type=Path,
