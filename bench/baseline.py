@@ -8,14 +8,14 @@ after the device model it was measured on: timings from one GPU model say nothin
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from bench.results import ResultsError, device_name, load_results
+from bench.results import Results, ResultsError, write_atomically
 
 BASELINES = "baselines"
+# Where runs save their results files by default (bench.plugin.RESULTS_DIR, under reports/).
+RESULTS = "results"
 
 
 def device_slug(name: str) -> str:
@@ -31,43 +31,37 @@ def baseline_path(device: str, reports: Path = Path("reports")) -> Path:
 
 
 def newest_results(reports: Path = Path("reports")) -> Path:
-    """The most recently modified valid results file under `reports/` (any depth, pytest-benchmark
-    storage included), leaving out the baselines themselves. Files that are not results files
-    (report metadata, half-written files) are passed over. ResultsError if there is none."""
-    reports = Path(reports)
-    baselines = (reports / BASELINES).resolve()
+    """The newest complete run under `reports/results/`, by the time it was measured (then by
+    file time). Reports' copies of a run, baselines and interrupted runs are passed over, and so
+    are files that are not results files. ResultsError if there is none."""
+    folder = Path(reports) / RESULTS
     found = []
-    for path in reports.rglob("*.json"):
-        if baselines in path.resolve().parents or not path.is_file():
-            continue
+    for path in folder.glob("*.json"):
         try:
-            load_results(path)
+            results = Results.load(path)
         except ResultsError:
             continue
-        found.append((path.stat().st_mtime, str(path), path))
+        if results.complete:
+            when = results.measured_at.timestamp() if results.measured_at else 0.0
+            found.append((when, path.stat().st_mtime, str(path), path))
     if not found:
-        raise ResultsError(f"{reports}: no results file found (run a sweep first)")
-    return max(found)[2]
+        raise ResultsError(f"{folder}: no complete results file found (run a sweep first)")
+    return max(found)[3]
 
 
 def save_baseline(results: Path, reports: Path = Path("reports")) -> Path:
     """Copy `results` to the baseline of its device, atomically: a reader (or a crash) never sees
-    a half-written baseline. Returns the baseline's path."""
-    data = load_results(results)
-    target = baseline_path(device_name(data), reports)
+    a half-written baseline. Returns the baseline's path. ResultsError for an unusable file or an
+    interrupted run."""
+    loaded = Results.load(results)
+    if not loaded.complete:
+        raise ResultsError(
+            f"{results}: is not a complete run ({loaded.progress()}, interrupted or never marked "
+            "complete); an unfinished run is never a baseline"
+        )
+    target = baseline_path(loaded.device_name, reports)
     target.parent.mkdir(parents=True, exist_ok=True)
-    content = Path(results).read_bytes()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, Path(results).read_text(encoding="utf-8"))
     return target
 
 
@@ -79,8 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     save = actions.add_parser(
         "save",
         help="save a results file as the baseline of the device it was measured on",
-        description="Copy RESULTS.json (default: the newest results file under reports/) to "
-        "reports/baselines/<device-slug>.json, replacing the device's previous baseline.",
+        description="Copy RESULTS.json (default: the newest complete run under "
+        "reports/results/) to reports/baselines/<device-slug>.json, replacing the device's "
+        "previous baseline. An interrupted run is refused.",
     )
     save.add_argument("results", nargs="?", default=None, metavar="RESULTS.json")
     actions.add_parser(
@@ -96,10 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     reports = Path(args.reports)
     if args.action == "path":
-        print(baseline_path(device_name(load_results(args.results)), reports))
+        print(baseline_path(Results.load(args.results).device_name, reports))
         return 0
     results = Path(args.results) if args.results else newest_results(reports)
-    device = device_name(load_results(results))
+    device = Results.load(results).device_name
     replaced = baseline_path(device, reports).exists()
     target = save_baseline(results, reports)
     print(

@@ -22,6 +22,11 @@ Significance, on the raw samples (seconds per fit) of each side:
 
 No correction for testing many cases at once: the threshold on the size of the change is what keeps
 a sweep of dozens of cases from flagging noise.
+
+The gate never passes a broken candidate: a case of the baseline that the candidate failed, skipped
+or lacks is `missing` (a gate failure unless `allow_missing`), a candidate case whose oracle check
+failed is `wrong` whatever its time, an interrupted candidate fails the gate, and an interrupted
+run is refused as a baseline.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from bench.results import (
-    NOISY_IQR_OVER_MEDIAN,
-    ResultsError,
-    case_key,
-    device_name,
-    load_results,
-    samples,
-)
+from bench.results import NOISY_IQR_OVER_MEDIAN, Case, Results, ResultsError
 
 MWU_MIN_SAMPLES = 8
 BOOTSTRAP_MIN_SAMPLES = 3
@@ -52,7 +51,15 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
 # Most severe first: the order of rows in the text and Markdown tables.
-VERDICTS = ("regression", "inconclusive", "improvement", "untested", "unchanged")
+VERDICTS = (
+    "regression",
+    "wrong",
+    "missing",
+    "inconclusive",
+    "improvement",
+    "untested",
+    "unchanged",
+)
 
 TABLE_COLUMNS = (
     "case",
@@ -84,12 +91,12 @@ class DeviceMismatchError(ResultsError):
 class Comparison:
     """The outcome of comparing a candidate run with a baseline run.
 
-    `table` has one row per case present in both files (columns: TABLE_COLUMNS; times in seconds,
-    `change` = ratio - 1, `p_value` one-sided in the direction of the change).
+    `table` has one row per case of the baseline (columns: TABLE_COLUMNS; times in seconds,
+    `change` = ratio - 1, `p_value` one-sided in the direction of the change); a case the
+    candidate did not time is a `missing` row whose notes say why.
     """
 
     table: pd.DataFrame
-    only_in_baseline: list[str]
     only_in_candidate: list[str]
     threshold: float
     alpha: float
@@ -97,12 +104,28 @@ class Comparison:
     candidate_device: str
     baseline_label: str = "baseline"
     candidate_label: str = "candidate"
-    # Why a case of the baseline is missing from the candidate, where the candidate says so.
-    missing_reasons: dict[str, str] = field(default_factory=dict)
+    allow_missing: bool = False
+    # None for a complete candidate; else how far the interrupted run got ("2 of 5 cases").
+    candidate_incomplete: str | None = None
 
     @property
     def regressions(self) -> list[str]:
         return self._cases("regression")
+
+    @property
+    def wrong(self) -> list[str]:
+        return self._cases("wrong")
+
+    @property
+    def missing(self) -> list[str]:
+        return self._cases("missing")
+
+    @property
+    def failures(self) -> list[str]:
+        """The cases that fail the gate: regressions, wrong answers and (unless allowed) missing
+        cases."""
+        failing = ("regression", "wrong") + (() if self.allow_missing else ("missing",))
+        return [case for verdict in failing for case in self._cases(verdict)]
 
     @property
     def improvements(self) -> list[str]:
@@ -114,8 +137,9 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        """0: no regression; 1: at least one."""
-        return 1 if self.regressions else 0
+        """0: the gate passes; 1: a regression, a wrong or missing case, or an interrupted
+        candidate."""
+        return 1 if self.failures or self.candidate_incomplete else 0
 
     def _cases(self, verdict: str) -> list[str]:
         if self.table.empty:
@@ -167,6 +191,11 @@ class Comparison:
     def _summary(self) -> list[str]:
         lines = []
         n = len(self.table)
+        if self.candidate_incomplete:
+            lines.append(
+                f"INCOMPLETE candidate: the run was interrupted ({self.candidate_incomplete}); "
+                "an unfinished run cannot pass the gate"
+            )
         if self.regressions:
             lines.append(f"{len(self.regressions)} regression(s) out of {n} case(s):")
             for row in self.table[self.table["verdict"] == "regression"].itertuples():
@@ -175,6 +204,11 @@ class Comparison:
                 )
         else:
             lines.append(f"no regression in {n} case(s)")
+        for row in self.table[self.table["verdict"] == "wrong"].itertuples():
+            lines.append(f"  WRONG {row.case}: {row.notes}")
+        for row in self.table[self.table["verdict"] == "missing"].itertuples():
+            tag = "missing (allowed)" if self.allow_missing else "MISSING"
+            lines.append(f"  {tag} {row.case}: {row.notes}")
         if self.improvements:
             lines.append(f"{len(self.improvements)} improvement(s): {', '.join(self.improvements)}")
         if self.inconclusive:
@@ -192,9 +226,6 @@ class Comparison:
             lines.append(
                 "note: different device models, compared because --allow-device-mismatch was given"
             )
-        for case in self.only_in_baseline:
-            reason = self.missing_reasons.get(case)
-            lines.append(f"only in baseline: {case}" + (f" ({reason})" if reason else ""))
         for case in self.only_in_candidate:
             lines.append(f"only in candidate: {case}")
         return lines
@@ -220,9 +251,9 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """The same, as Markdown for a CI comment."""
-        status = (
-            f"**{len(self.regressions)} regression(s)**" if self.regressions else "no regression"
-        )
+        status = "gate passes" if self.exit_code == 0 else "**gate fails**"
+        if self.regressions:
+            status += f": **{len(self.regressions)} regression(s)**"
         lines = [f"### Benchmark comparison: {status}", "", self._title(), ""]
         header, rows = self._cells()
         if rows:
@@ -234,7 +265,9 @@ class Comparison:
             )
             for r in rows:
                 cells = [c.replace("|", "\\|") for c in r]
-                if r[5] == "regression":
+                if r[5] in ("regression", "wrong") or (
+                    r[5] == "missing" and not self.allow_missing
+                ):
                     cells = [f"**{c}**" if c else c for c in cells]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
@@ -248,114 +281,85 @@ def compare_files(
     threshold: float = 0.10,
     alpha: float = 0.01,
     allow_device_mismatch: bool = False,
+    allow_missing: bool = False,
 ) -> Comparison:
     """Load two results files and compare them (see `compare`). ResultsError on a bad file."""
-    base_data = load_results(baseline)
-    cand_data = load_results(candidate)
     return compare(
-        base_data,
-        cand_data,
+        Results.load(baseline),
+        Results.load(candidate),
         threshold=threshold,
         alpha=alpha,
         allow_device_mismatch=allow_device_mismatch,
-        baseline_label=str(baseline),
-        candidate_label=str(candidate),
+        allow_missing=allow_missing,
     )
 
 
 def compare(
-    base_data: dict[str, Any],
-    cand_data: dict[str, Any],
+    base: Results,
+    cand: Results,
     threshold: float = 0.10,
     alpha: float = 0.01,
     allow_device_mismatch: bool = False,
-    baseline_label: str = "baseline",
-    candidate_label: str = "candidate",
+    allow_missing: bool = False,
 ) -> Comparison:
-    """Compare two loaded results files, matching cases by (method, problem, dtype, device)."""
+    """Compare two runs, matching cases by (method, problem, dtype, device)."""
     if not (math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"threshold={threshold!r} is not allowed; it must be a fraction >= 0")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha!r} is not allowed; it must be between 0 and 1")
-    base_device, cand_device = device_name(base_data), device_name(cand_data)
-    if base_device != cand_device and not allow_device_mismatch:
+    if not base.complete:
+        raise ResultsError(
+            f"{base.path}: is not a complete run ({base.progress()}, interrupted or never marked "
+            "complete); it cannot be a baseline"
+        )
+    if base.device_name != cand.device_name and not allow_device_mismatch:
         raise DeviceMismatchError(
-            f"{baseline_label} was measured on {base_device!r} and {candidate_label} on "
-            f"{cand_device!r}: timings from different device models are not comparable "
+            f"{base.path} was measured on {base.device_name!r} and {cand.path} on "
+            f"{cand.device_name!r}: timings from different device models are not comparable "
             "(pass --allow-device-mismatch to compare anyway)"
         )
-    base = _cases_by_key(base_data, baseline_label)
-    cand = _cases_by_key(cand_data, candidate_label)
-    rows = [
-        _compare_case(key, samples(base[key]), samples(cand[key]), threshold, alpha)
-        for key in base
-        if key in cand
-    ]
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    reasons = _missing_reasons(cand_data)
-    only_base = [case_name(k) for k in base if k not in cand]
+    base_cases, cand_cases = base.by_key(), cand.by_key()
+    reasons = {(n.method, n.problem): f"{n.status}: {n.reason}" for n in cand.not_measured}
+    rows = []
+    for key, case in base_cases.items():
+        if key in cand_cases:
+            rows.append(_compare_case(case, cand_cases[key], threshold, alpha))
+        else:
+            why = reasons.get(key[:2], "absent from the candidate")
+            rows.append(_missing_case(case, f"{why} (ran in the baseline)"))
     return Comparison(
-        table=table,
-        only_in_baseline=only_base,
-        only_in_candidate=[case_name(k) for k in cand if k not in base],
+        table=pd.DataFrame(rows, columns=list(TABLE_COLUMNS)),
+        only_in_candidate=[case.name for k, case in cand_cases.items() if k not in base_cases],
         threshold=threshold,
         alpha=alpha,
-        baseline_device=base_device,
-        candidate_device=cand_device,
-        baseline_label=baseline_label,
-        candidate_label=candidate_label,
-        missing_reasons={
-            case_name(k): reasons[k[:2]] for k in base if k not in cand and k[:2] in reasons
-        },
+        baseline_device=base.device_name,
+        candidate_device=cand.device_name,
+        baseline_label=str(base.path),
+        candidate_label=str(cand.path),
+        allow_missing=allow_missing,
+        candidate_incomplete=None if cand.complete else cand.progress(),
     )
 
 
-def case_name(key: tuple[str, ...]) -> str:
-    """'analytic B64xD256-K100-lr0.1-float32 cpu': method, problem, dtype (unless the problem
-    name carries it already) and device."""
-    method, problem, dtype, device = key
-    parts = [method, problem] + ([] if problem.endswith(dtype) else [dtype]) + [device]
-    return " ".join(parts)
+def _missing_case(base: Case, reason: str) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), base.key, strict=True))
+    row.update(case=base.name, baseline_n=base.samples.size, candidate_n=0)
+    row.update(baseline_median_s=float(np.median(base.samples)), candidate_median_s=math.nan)
+    row.update(ratio=math.nan, change=math.nan, test="none", p_value=math.nan)
+    row.update(ci_low=math.nan, ci_high=math.nan, significant=False)
+    row.update(verdict="missing", notes=reason)
+    return row
 
 
-def _cases_by_key(data: dict[str, Any], label: str) -> dict[tuple[str, ...], dict[str, Any]]:
-    cases: dict[tuple[str, ...], dict[str, Any]] = {}
-    for entry in data["benchmarks"]:
-        key = case_key(entry)
-        if key in cases:
-            raise ResultsError(f"{label}: holds the case {case_name(key)!r} twice")
-        cases[key] = entry
-    return cases
-
-
-def _missing_reasons(data: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """(method, problem) -> 'skipped: why' / 'failed: why', from the file's top-level 'vecreg'."""
-    reasons = {}
-    extra = data.get("vecreg") or {}
-    for kind in ("skipped", "failed"):
-        for item in extra.get(kind) or []:
-            if isinstance(item, dict) and "method" in item and "problem" in item:
-                reasons[(str(item["method"]), str(item["problem"]))] = (
-                    f"{kind} in the candidate: {item.get('reason', '?')}"
-                )
-    return reasons
-
-
-def _compare_case(
-    key: tuple[str, ...], base: list[float], cand: list[float], threshold: float, alpha: float
-) -> dict[str, Any]:
-    b, c = np.asarray(base, dtype=float), np.asarray(cand, dtype=float)
-    row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), key, strict=True))
-    row.update(case=case_name(key), baseline_n=b.size, candidate_n=c.size)
+def _compare_case(base: Case, cand: Case, threshold: float, alpha: float) -> dict[str, Any]:
+    # The results model guarantees at least one sample per side, each finite and > 0.
+    b, c = base.samples, cand.samples
+    row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), base.key, strict=True))
+    row.update(case=base.name, baseline_n=b.size, candidate_n=c.size)
     row.update(test="none", p_value=math.nan, ci_low=math.nan, ci_high=math.nan)
     notes = []
-    if b.size == 0 or c.size == 0:
-        row.update(baseline_median_s=math.nan, candidate_median_s=math.nan, ratio=math.nan)
-        row.update(change=math.nan, significant=False, verdict="untested")
-        row["notes"] = "no raw samples (saved without --benchmark-save-data?)"
-        return row
     b_med, c_med = float(np.median(b)), float(np.median(c))
-    ratio = c_med / b_med if b_med > 0 else math.nan
+    ratio = c_med / b_med
     change = ratio - 1
     row.update(baseline_median_s=b_med, candidate_median_s=c_med, ratio=ratio, change=change)
     slower = ratio > 1
@@ -384,7 +388,13 @@ def _compare_case(
         if spread > NOISY_IQR_OVER_MEDIAN
     ]
     beyond_threshold = change > threshold if slower else change < -threshold
-    if row["test"] == "none":
+    if not cand.oracle_ok:
+        # A fast wrong answer is not an improvement: the gate fails whatever the time.
+        verdict = "wrong"
+        err = cand.info["oracle_max_abs_err"]
+        shown = "not recorded" if err is None else f"{err:.3g}"
+        notes.insert(0, f"oracle check failed in the candidate (max |x_K - oracle|: {shown})")
+    elif row["test"] == "none":
         verdict = "untested"
         notes.append(f"too few samples ({b.size}/{c.size}) for a test")
     elif beyond_threshold and significant and noisy:
@@ -409,9 +419,32 @@ def _compare_case(
 def _bootstrap_ratios(b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Ratios of medians (candidate / baseline) of BOOTSTRAP_RESAMPLES paired resamples."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    b_meds = np.median(b[rng.integers(0, b.size, (BOOTSTRAP_RESAMPLES, b.size))], axis=1)
-    c_meds = np.median(c[rng.integers(0, c.size, (BOOTSTRAP_RESAMPLES, c.size))], axis=1)
-    return c_meds / b_meds
+    return _bootstrap_medians(c, rng) / _bootstrap_medians(b, rng)
+
+
+# Above this many samples the medians of resamples are drawn from their distribution instead of
+# resampling: BOOTSTRAP_RESAMPLES x n values would not fit in memory for n in the millions.
+DIRECT_RESAMPLING_MAX = 256
+
+
+def _bootstrap_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """BOOTSTRAP_RESAMPLES medians of resamples (with replacement) of `x`, in O(n) memory.
+
+    For large n, the resample's median is drawn directly: the number of resampled values at or
+    below the j-th smallest of `x` is Binomial(n, j / n), so P(median <= x_(j)) =
+    P(Binomial(n, j / n) >= m), m = ceil(n / 2) (the lower median, which differs from numpy's
+    mean of the two middle values by far less than the bootstrap's spread at such n).
+    """
+    n = x.size
+    if n <= DIRECT_RESAMPLING_MAX:
+        return np.median(x[rng.integers(0, n, (BOOTSTRAP_RESAMPLES, n))], axis=1)
+    from scipy.stats import binom
+
+    ordered = np.sort(x)
+    m = (n + 1) // 2
+    cdf = binom.sf(m - 1, n, np.arange(1, n + 1) / n)
+    index = np.searchsorted(cdf, rng.random(BOOTSTRAP_RESAMPLES), side="left")
+    return ordered[np.minimum(index, n - 1)]
 
 
 def _iqr_over_median(x: np.ndarray) -> float:
@@ -522,6 +555,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare even when the files were measured on different device models",
     )
     parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="let cases that ran in the baseline but not in the candidate pass the gate",
+    )
+    parser.add_argument(
         "--markdown", metavar="FILE", default=None, help="also write the comparison as Markdown"
     )
 
@@ -539,11 +577,11 @@ def run(args: argparse.Namespace) -> int:
         if len(args.files) != 1:
             raise UsageError("with --baseline-for-device, give only the candidate results file")
         candidate = Path(args.files[0])
-        cand_data = load_results(candidate)
-        baseline = baseline_path(device_name(cand_data), Path(args.reports))
+        device = Results.load(candidate).device_name
+        baseline = baseline_path(device, Path(args.reports))
         if not baseline.exists():
             raise UsageError(
-                f"no baseline for {device_name(cand_data)!r}: {baseline} does not exist "
+                f"no baseline for {device!r}: {baseline} does not exist "
                 f"(save one with: python -m bench baseline save {candidate})"
             )
     else:
@@ -552,12 +590,37 @@ def run(args: argparse.Namespace) -> int:
                 "give BASELINE.json CANDIDATE.json, or --baseline-for-device CANDIDATE.json"
             )
         baseline, candidate = (Path(f) for f in args.files)
-    comparison = compare_files(baseline, candidate, threshold, alpha, args.allow_device_mismatch)
+    markdown = _markdown_target(args.markdown, baseline, candidate)
+    comparison = compare_files(
+        baseline, candidate, threshold, alpha, args.allow_device_mismatch, args.allow_missing
+    )
     print(comparison.to_text(), end="")
-    if args.markdown:
-        path = Path(args.markdown)
-        if path.parent != Path():
-            os.makedirs(path.parent, exist_ok=True)
-        path.write_text(comparison.to_markdown(), encoding="utf-8")
-        print(f"markdown: {path}")
+    if markdown is not None:
+        try:
+            markdown.write_text(comparison.to_markdown(), encoding="utf-8")
+        except OSError as exc:  # said, but the verdict's exit code stands
+            print(
+                f"error: {markdown}: the Markdown was not written ({exc.strerror or exc})",
+                file=sys.stderr,
+            )
+        else:
+            print(f"markdown: {markdown}")
     return comparison.exit_code
+
+
+def _markdown_target(value: str | None, *inputs: Path) -> Path | None:
+    """--markdown's file, checked before comparing: not empty, not a folder, not an input."""
+    from bench.cli import UsageError
+
+    if value is None:
+        return None
+    if not value.strip():
+        raise UsageError("argument --markdown: an empty string is not a file name")
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"argument --markdown: {path} is a directory; name a file")
+    for given in inputs:
+        if path.resolve() == Path(given).resolve():
+            raise UsageError(f"argument --markdown: {path} would overwrite the input {given}")
+    os.makedirs(path.parent, exist_ok=True)
+    return path

@@ -4,6 +4,7 @@ not time anything."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,13 @@ def results(entries: list[dict[str, Any]], device_name: str = "Test CPU") -> dic
         "benchmarks": entries,
         "datetime": "2026-11-25T00:00:00+00:00",
         "version": "5.2.3",
-        "vecreg": {"skipped": [], "failed": []},
+        "vecreg": {
+            "skipped": [],
+            "failed": [],
+            "complete": True,
+            "cases_total": len(entries),
+            "cases_done": len(entries),
+        },
     }
 
 
@@ -171,6 +178,9 @@ def sample_sweep() -> dict[str, Any]:
         "clocks": {"sm_mhz": 1980, "mem_mhz": 2619},
     }
     data["vecreg"] = {
+        "complete": True,
+        "cases_total": len(entries) + 2,
+        "cases_done": len(entries) + 2,
         "skipped": [
             {"method": "jax", "problem": problems[0].name, "reason": "jax is not installed"}
         ],
@@ -199,17 +209,119 @@ def _case(method: str, problem: Problem, per_step: float, copy_gbs: float, devic
     return e
 
 
+def _good() -> dict[str, Any]:
+    p = Problem(batch=4, dim=8, steps=10)
+    return results([entry("analytic", p, [1e-3, 1.1e-3, 0.9e-3]), entry("autograd", p, [2e-3])])
+
+
+def _mutated(change) -> str:
+    """A valid file with one change made by `change(data, first entry)`."""
+    data = _good()
+    change(data, data["benchmarks"][0])
+    return json.dumps(data)
+
+
+def _set(where: str, key: str, value: Any):
+    """A change that sets data[...][key] (where: "entry", "info", "stats", "vecreg", "machine",
+    "env" or "top"), or deletes it when value is DELETE."""
+
+    def change(data, entry):
+        target = {
+            "entry": entry,
+            "info": entry["extra_info"],
+            "stats": entry["stats"],
+            "vecreg": data["vecreg"],
+            "machine": data["machine_info"],
+            "env": data["machine_info"]["vecreg"],
+            "top": data,
+        }[where]
+        if value is DELETE:
+            del target[key]
+        else:
+            target[key] = value
+
+    return change
+
+
+DELETE = object()
+# The case the mutated field belongs to, as the error names it.
+CASE = "analytic B4xD8-K10-lr0.01-float32 cpu"
+
 # Unusable results files: name -> (content, or None for a missing file; words the error must say).
-BAD_FILES: dict[str, tuple[str | None, str]] = {
+# One for each field the results model checks, and each way a file can be broken on disk.
+BAD_FILES: dict[str, tuple[str | bytes | None, str]] = {
     "missing": (None, "no such file"),
     "empty": ("", "is empty"),
     "corrupt": ('{"benchmarks": [', "is not valid JSON"),
+    "not-utf8": (b'{"benchmarks": ["\xff"]}', "cannot be read"),
     "foreign": (json.dumps({"hello": 1}), "not a pytest-benchmark results file"),
     "foreign-benchmark": (
         json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {}}]}),
         "not a vecreg-bench results file",
     ),
     "no-benchmarks": (json.dumps({"benchmarks": []}), "holds no benchmark results"),
+    "deeply-nested": ('{"benchmarks": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    "huge-integer": (
+        _mutated(_set("info", "seed", 0)).replace('"seed": 0', '"seed": 1' + "0" * 5000),
+        f"{CASE}': extra_info.seed is an integer of 5001 digits",
+    ),
+    "huge-integer-sample": (
+        _mutated(_set("stats", "data", [0])).replace('"data": [0]', '"data": [1' + "0" * 400 + "]"),
+        "stats.data[0] is an integer of 401 digits",
+    ),
+    "sample-infinity": (_mutated(_set("stats", "data", [1e-3, math.inf])), "stats.data[1]"),
+    "sample-nan": (_mutated(_set("stats", "data", [math.nan])), "stats.data[0] is nan"),
+    "sample-zero": (_mutated(_set("stats", "data", [1e-3, 0])), "stats.data[1] is 0"),
+    "sample-negative": (_mutated(_set("stats", "data", [-1e-3])), "stats.data[0] is -0.001"),
+    "sample-string": (_mutated(_set("stats", "data", ["1e-3"])), 'stats.data[0] is "1e-3"'),
+    "sample-bool": (_mutated(_set("stats", "data", [True])), "stats.data[0] is true"),
+    "sample-nested": (_mutated(_set("stats", "data", [[[1e-3]]])), "stats.data[0] is a list"),
+    "no-samples": (_mutated(_set("stats", "data", [])), "stats.data is an empty list"),
+    "samples-missing": (_mutated(_set("stats", "data", DELETE)), "stats.data is missing"),
+    "stats-not-object": (_mutated(_set("entry", "stats", [1e-3])), "stats is a list"),
+    "method-number": (_mutated(_set("info", "method", 3)), "extra_info.method is 3"),
+    "problem-empty": (_mutated(_set("info", "problem", "")), "extra_info.problem"),
+    "batch-zero": (_mutated(_set("info", "batch", 0)), f"{CASE}': extra_info.batch is 0"),
+    "dim-float": (_mutated(_set("info", "dim", 8.5)), "extra_info.dim is 8.5"),
+    "steps-bool": (_mutated(_set("info", "steps", True)), "extra_info.steps is true"),
+    "lr-zero": (_mutated(_set("info", "lr", 0)), "extra_info.lr is 0"),
+    "time-negative": (_mutated(_set("info", "time_per_step_s", -1.0)), "time_per_step_s is -1.0"),
+    "time-nan": (_mutated(_set("info", "time_per_step_s", math.nan)), "time_per_step_s is nan"),
+    "time-string": (_mutated(_set("info", "time_per_step_s", "fast")), 'time_per_step_s is "fast"'),
+    "time-missing": (
+        _mutated(_set("info", "time_per_step_s", DELETE)),
+        "time_per_step_s is missing",
+    ),
+    "device-time-infinity": (
+        _mutated(_set("info", "device_time_per_step_s", math.inf)),
+        "device_time_per_step_s is inf",
+    ),
+    "speedup-zero": (_mutated(_set("info", "speedup_vs_autograd", 0)), "speedup_vs_autograd is 0"),
+    "noisy-string": (_mutated(_set("info", "noisy", "no")), 'extra_info.noisy is "no"'),
+    "oracle-string": (_mutated(_set("info", "oracle_ok", "yes")), 'extra_info.oracle_ok is "yes"'),
+    "oracle-missing": (_mutated(_set("info", "oracle_ok", DELETE)), "oracle_ok is missing"),
+    "machine-info-list": (_mutated(_set("top", "machine_info", [])), "machine_info is"),
+    "environment-string": (_mutated(_set("machine", "vecreg", "cpu")), "machine_info.vecreg is"),
+    "environment-nested": (
+        _mutated(_set("env", "clocks", {"sm": {"mhz": 1}})),
+        "machine_info.vecreg.clocks is nested too deeply",
+    ),
+    "device-name-number": (_mutated(_set("env", "device_name", 5)), "device_name"),
+    "vecreg-list": (_mutated(_set("top", "vecreg", [])), "vecreg is"),
+    "skipped-not-list": (_mutated(_set("vecreg", "skipped", "jax")), "vecreg.skipped is"),
+    "skipped-method-number": (
+        _mutated(_set("vecreg", "skipped", [{"method": 1, "problem": "p", "reason": "r"}])),
+        "vecreg.skipped[0].method is 1",
+    ),
+    "complete-string": (_mutated(_set("vecreg", "complete", "yes")), "vecreg.complete"),
+    "cases-total-negative": (_mutated(_set("vecreg", "cases_total", -1)), "vecreg.cases_total"),
+    "convergence-string": (_mutated(_set("vecreg", "convergence", "none")), "vecreg.convergence"),
+    "datetime-garbage": (_mutated(_set("top", "datetime", "yesterday")), "datetime is"),
+    "commit-id-number": (_mutated(_set("top", "commit_info", {"id": 7})), "commit_info.id is 7"),
+    "duplicate-case": (
+        json.dumps(results([entry("analytic", Problem(batch=4, dim=8, steps=10), [1e-3])] * 2)),
+        "holds the case",
+    ),
 }
 
 
@@ -217,6 +329,8 @@ def write_bad(folder: Path, name: str) -> tuple[Path, str]:
     """BAD_FILES[name] written in `folder` (not written if missing), and the words to expect."""
     content, words = BAD_FILES[name]
     path = folder / f"{name}.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content, encoding="utf-8")
     return path, words

@@ -18,7 +18,7 @@ from bench.compare import (
     parse_threshold,
 )
 from bench.problem import Problem
-from bench.results import ResultsError
+from bench.results import Results
 
 SMALL = Problem(batch=64, dim=257, steps=100, lr=0.1)
 BIG = Problem(batch=1023, dim=1025, steps=100, lr=0.1, dtype="bfloat16")
@@ -26,9 +26,10 @@ METHOD_TIMES = {"autograd": 2e-3, "analytic": 8e-4, "compiled": 5e-4}
 
 
 def timings(median, n=20, spread=0.01, seed=0):
-    """n samples around `median`, relative standard deviation `spread`, reproducible."""
+    """n samples around `median`, log-normal with standard deviation `spread` of the log (about
+    the relative spread where it is small; times stay > 0 where it is not), reproducible."""
     rng = np.random.default_rng(seed)
-    return (median * (1 + spread * rng.standard_normal(n))).tolist()
+    return (median * np.exp(spread * rng.standard_normal(n))).tolist()
 
 
 def run_file(path, scale=None, spread=0.01, n=20, seed=0, device_name="Test CPU", drop=()):
@@ -139,22 +140,64 @@ def test_a_small_significant_slowdown_is_within_the_threshold(tmp_path):
     ]
 
 
-def test_cases_in_only_one_file_are_listed(tmp_path, capsys):
+def _with_not_measured(path, status, method, problem, reason):
+    data = json.loads(path.read_text())
+    data["vecreg"][status].append({"method": method, "problem": problem.name, "reason": reason})
+    return rf.write(path, data)
+
+
+@pytest.mark.parametrize("status", ["failed", "skipped", "absent"])
+def test_a_case_of_the_baseline_that_the_candidate_did_not_time_fails_the_gate(
+    tmp_path, capsys, status
+):
     base = run_file(tmp_path / "base.json", drop=[("compiled", BIG)])
-    cand_path = run_file(tmp_path / "cand.json", drop=[("autograd", SMALL)])
-    data = json.loads(cand_path.read_text())
-    data["vecreg"]["failed"] = [
-        {"method": "autograd", "problem": SMALL.name, "reason": "out of memory"}
-    ]
-    rf.write(cand_path, data)
-    comparison = compare_files(base, cand_path)
-    assert comparison.only_in_baseline == [case("autograd")]
+    cand = run_file(tmp_path / "cand.json", drop=[("autograd", SMALL)])
+    if status != "absent":
+        _with_not_measured(cand, status, "autograd", SMALL, "out of memory")
+    comparison = compare_files(base, cand)
+    assert comparison.missing == [case("autograd")] and comparison.failures == [case("autograd")]
     assert comparison.only_in_candidate == [case("compiled", BIG)]
-    assert len(comparison.table) == 4
-    assert main(["compare", str(base), str(cand_path)]) == 0
+    assert len(comparison.table) == 5 and comparison.exit_code == 1
+    assert main(["compare", str(base), str(cand)]) == 1
     out = capsys.readouterr().out
-    assert f"only in baseline: {case('autograd')} (failed in the candidate: out of memory)" in out
+    why = "absent from the candidate" if status == "absent" else f"{status}: out of memory"
+    assert f"MISSING {case('autograd')}: {why} (ran in the baseline)" in out
     assert f"only in candidate: {case('compiled', BIG)}" in out
+
+    assert main(["compare", str(base), str(cand), "--allow-missing"]) == 0
+    assert f"missing (allowed) {case('autograd')}" in capsys.readouterr().out
+
+
+def test_a_candidate_with_a_wrong_answer_fails_the_gate_however_fast(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2, scale={"analytic": 0.5})
+    data = json.loads(cand.read_text())
+    for entry in data["benchmarks"]:
+        if entry["extra_info"]["method"] == "analytic" and entry["group"] == SMALL.name:
+            entry["extra_info"].update(oracle_ok=False, oracle_max_abs_err=0.25)
+    rf.write(cand, data)
+    comparison = compare_files(base, cand)
+    assert comparison.wrong == [case("analytic")] and comparison.exit_code == 1
+    assert comparison.improvements == [case("analytic", BIG)]  # the correct one is faster
+    assert main(["compare", str(base), str(cand), "--allow-missing"]) == 1
+    out = capsys.readouterr().out
+    assert f"WRONG {case('analytic')}: oracle check failed in the candidate" in out
+    assert "0.25" in out
+
+
+def test_an_interrupted_candidate_fails_the_gate_and_is_refused_as_a_baseline(tmp_path, capsys):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2)
+    data = json.loads(cand.read_text())
+    data["vecreg"].update(complete=False, cases_total=8, cases_done=6)
+    rf.write(cand, data)
+    comparison = compare_files(base, cand)
+    assert comparison.failures == [] and comparison.exit_code == 1
+    assert main(["compare", str(base), str(cand)]) == 1
+    assert "INCOMPLETE candidate: the run was interrupted (6 of 8 cases)" in capsys.readouterr().out
+    assert main(["compare", str(cand), str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "not a complete run (6 of 8 cases" in err and err.count("\n") == 1
 
 
 def test_device_mismatch_is_refused_unless_allowed(tmp_path, capsys):
@@ -229,7 +272,7 @@ def test_markdown_is_written(tmp_path, capsys):
     md = tmp_path / "ci" / "comparison.md"
     assert main(["compare", str(base), str(cand), "--markdown", str(md)]) == 1
     text = md.read_text()
-    assert text.startswith("### Benchmark comparison: **2 regression(s)**")
+    assert text.startswith("### Benchmark comparison: **gate fails**: **2 regression(s)**")
     assert f"| **{case('analytic')}** |" in text
     assert f"markdown: {md}" in capsys.readouterr().out
 
@@ -260,13 +303,49 @@ def test_too_few_samples_are_untested(tmp_path):
     assert "untested" in comparison.to_text()
 
 
-def test_compare_on_loaded_dicts_and_validation(tmp_path):
-    data = json.loads(run_file(tmp_path / "base.json").read_text())
-    assert compare(data, data).exit_code == 0
+def test_compare_on_loaded_results_and_validation(tmp_path):
+    results = Results.load(run_file(tmp_path / "base.json"))
+    assert compare(results, results).exit_code == 0
     with pytest.raises(ValueError, match="alpha"):
-        compare(data, data, alpha=0)
-    with pytest.raises(ResultsError, match="twice"):
-        compare({**data, "benchmarks": data["benchmarks"] * 2}, data)
+        compare(results, results, alpha=0)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_markdown_that_would_overwrite_an_input_is_refused_before_comparing(
+    tmp_path, capsys, which
+):
+    files = [run_file(tmp_path / "base.json", seed=1), run_file(tmp_path / "cand.json", seed=2)]
+    before = files[which].read_bytes()
+    alias = tmp_path / "sub" / ".." / files[which].name
+    (tmp_path / "sub").mkdir()
+    assert main(["compare", *map(str, files), "--markdown", str(alias)]) == 2
+    captured = capsys.readouterr()
+    assert "would overwrite the input" in captured.err and captured.out == ""
+    assert files[which].read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_markdown_path_is_a_usage_error(tmp_path, capsys, value):
+    files = [run_file(tmp_path / "base.json", seed=1), run_file(tmp_path / "cand.json", seed=2)]
+    assert main(["compare", *map(str, files), "--markdown", value]) == 2
+    assert "--markdown: an empty string" in capsys.readouterr().err
+
+
+def test_a_markdown_that_cannot_be_written_keeps_the_verdicts_exit_code(
+    tmp_path, capsys, monkeypatch
+):
+    base = run_file(tmp_path / "base.json", seed=1)
+    cand = run_file(tmp_path / "cand.json", seed=2, scale={"analytic": 1.3})
+    md = tmp_path / "comparison.md"
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(md), "write_text", refuse)
+    assert main(["compare", str(base), str(cand), "--markdown", str(md)]) == 1
+    captured = capsys.readouterr()
+    assert "REGRESSION" in captured.out
+    assert f"error: {md}: the Markdown was not written (Permission denied)" in captured.err
 
 
 # --- baselines ------------------------------------------------------------------------------
@@ -287,7 +366,7 @@ def test_device_slug(name, slug):
 
 def test_baseline_save_and_find_round_trip(tmp_path, capsys):
     reports = tmp_path / "reports"
-    storage = reports / "Linux-CPython-3.11-64bit"
+    storage = reports / "results"
     storage.mkdir(parents=True)
     old = run_file(storage / "0001_old.json", seed=1, device_name="NVIDIA H100 80GB HBM3")
     new = run_file(storage / "0002_new.json", seed=2, device_name="NVIDIA H100 80GB HBM3")
@@ -327,4 +406,4 @@ def test_no_baseline_for_this_device(tmp_path, capsys):
 
 def test_baseline_save_with_no_results_exit_2(tmp_path, capsys):
     assert main(["baseline", "save", "--reports", str(tmp_path)]) == 2
-    assert "no results file found" in capsys.readouterr().err
+    assert "no complete results file found" in capsys.readouterr().err

@@ -13,13 +13,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from bench.baseline import device_slug
 from bench.report import html, plots, tables
-from bench.results import device_name, load_results
+from bench.results import Results
 
 DEFAULT_OUT = Path("reports")
 LATEST = "latest"
@@ -33,19 +32,22 @@ def write_report(
     traces: pd.DataFrame | None = None,
 ) -> Path:
     """Write `out/<run-id>/` (index.html, CSV and Markdown tables, plots, the results JSON) and
-    point `out/latest` at it; return the run directory. ResultsError for an unusable file."""
+    point `out/latest` at it; return the run directory. ResultsError for an unusable file.
+
+    The convergence study is the one saved in the results file unless `convergence` and `traces`
+    are given, so a report rebuilt from the file alone is the same report."""
     results = Path(results)
-    data = load_results(results)
-    if baseline is not None:
-        baseline = Path(baseline)
-        load_results(baseline)
+    data = Results.load(results)
+    base = Results.load(baseline) if baseline is not None else None
+    if convergence is None and data.convergence is not None:
+        convergence, traces = data.convergence.table(), data.convergence.traces_frame()
     out = make_folder(DEFAULT_OUT if out is None else Path(out))
-    run_id = make_run_id(data, results)
+    run_id = make_run_id(data)
     target = out / run_id
     staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".tmp", dir=out))
     staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
     try:
-        build(staging, run_id, results, data, baseline, convergence, traces)
+        build(staging, run_id, data, base, convergence, traces)
         publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -54,26 +56,25 @@ def write_report(
     return target
 
 
-def make_run_id(data: dict[str, Any], results: Path) -> str:
+def make_run_id(results: Results) -> str:
     """When the results were measured and on what: 20261125-140312-nvidia-h100-80gb-hbm3."""
-    try:
-        when = dt.datetime.fromisoformat(str(data["datetime"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        when = dt.datetime.fromtimestamp(results.stat().st_mtime, tz=dt.timezone.utc)
-    slug = device_slug(device_name(data))[:40].strip("-")
+    when = results.measured_at or dt.datetime.fromtimestamp(
+        results.path.stat().st_mtime, tz=dt.timezone.utc
+    )
+    slug = device_slug(results.device_name)[:40].strip("-")
     return f"{when:%Y%m%d-%H%M%S}-{slug}"
 
 
 def build(
     folder: Path,
     run_id: str,
-    results: Path,
-    data: dict[str, Any],
-    baseline: Path | None,
+    data: Results,
+    baseline: Results | None,
     convergence: pd.DataFrame | None,
     traces: pd.DataFrame | None,
 ) -> None:
     """Every file of the report, into `folder`."""
+    results = data.path
     shutil.copyfile(results, folder / "results.json")
     cases = tables.cases_frame(data)
     cases.to_csv(folder / "timing.csv", index=False)
@@ -92,6 +93,12 @@ def build(
             [row[0], *[c if c == "—" else f"{c}x" for c in row[1:]]] for row in summary_table.rows
         ]
     timing_notes = [] if timing else ["No timings in this results file."]
+    if not data.complete:
+        timing_notes.insert(
+            0,
+            f"This run is INCOMPLETE: it was interrupted ({data.progress()}) or never marked "
+            "complete. Its cases are what was measured before it stopped.",
+        )
 
     convergence_tables, convergence_notes = [], []
     if convergence is not None and not convergence.empty:
@@ -104,8 +111,8 @@ def build(
 
     comparison_section, comparison_markdown = None, ""
     if baseline is not None:
-        shutil.copyfile(baseline, folder / "baseline.json")
-        comparison_section, comparison_markdown = _comparison(baseline, results)
+        shutil.copyfile(baseline.path, folder / "baseline.json")
+        comparison_section, comparison_markdown = _comparison(baseline, data)
 
     figures = [
         (
@@ -175,7 +182,7 @@ def build(
         sections.append(comparison_section)
     sections.append(html.Section("Plots", "plots", [], images, [] if images else ["No plots."]))
 
-    title = f"vecreg-bench report: {device_name(data)}"
+    title = f"vecreg-bench report: {data.device_name}"
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"Run {run_id}, from {results.name}; report built {built}."
     (folder / "index.html").write_text(
@@ -194,22 +201,22 @@ def build(
     (folder / "summary.md").write_text("\n".join(markdown), encoding="utf-8")
 
 
-def _comparison(baseline: Path, results: Path) -> tuple[html.Section, str]:
+def _comparison(baseline: Results, results: Results) -> tuple[html.Section, str]:
     """The baseline comparison from bench.compare, or a note saying why there is none."""
     title, anchor = "Comparison with the baseline", "comparison"
     try:
-        from bench.compare import compare_files
+        from bench.compare import compare
     except ImportError as exc:
         note = f"Comparison skipped: bench.compare is not available here ({exc})."
         return html.Section(title, anchor, [], [], [note]), note
     try:
-        comparison = compare_files(baseline, results)
+        comparison = compare(baseline, results)
     except ValueError as exc:
         note = f"Comparison not made: {exc}"
         return html.Section(title, anchor, [], [], [note]), note
     view = tables.frame_view(
         comparison.summary_frame(),
-        f"{results.name} against {baseline.name}",
+        f"{results.path.name} against {baseline.path.name}",
         f"Threshold {comparison.threshold:.0%}, alpha {comparison.alpha:g}; medians of seconds "
         "per fit. Every figure per case: python -m bench compare BASELINE CANDIDATE.",
     )

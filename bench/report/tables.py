@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench.convergence import ORIGINAL_QUESTION
 from bench.methods import METHODS
-from bench.results import CASE_FIELDS, NOISY_IQR_OVER_MEDIAN, device_name
+from bench.results import CASE_FIELDS, NOISY_IQR_OVER_MEDIAN, Results
 
 BASELINE_METHOD = "autograd"
 # Known names in the order tables and legends list them (and the plots' colour order): the
@@ -40,18 +40,17 @@ class Table:
     caption: str = ""
 
 
-def cases_frame(data: dict[str, Any]) -> pd.DataFrame:
+def cases_frame(results: Results) -> pd.DataFrame:
     """One row per measured case: every CASE_FIELD (missing ones as NA), speedup filled in.
 
     The speedup over autograd is taken from the file where it is there, else computed from
     autograd's median on the same problem and device.
     """
     rows = []
-    for entry in data["benchmarks"]:
-        info = entry["extra_info"]
-        row = {key: info.get(key) for key in CASE_FIELDS}
-        row["elements"] = _elements(info)
-        row["rounds"] = entry["stats"].get("rounds")
+    for case in results.cases:
+        row = dict(case.info)
+        row["elements"] = float(case.info["batch"]) * float(case.info["dim"])
+        row["rounds"] = case.samples.size
         rows.append(row)
     columns = [*CASE_FIELDS, "elements", "rounds"]
     frame = pd.DataFrame(rows, columns=columns)
@@ -71,13 +70,6 @@ def cases_frame(data: dict[str, Any]) -> pd.DataFrame:
     computed = [baseline.get(k, math.nan) for k in key] / frame.time_per_step_s
     frame["speedup_vs_autograd"] = frame.speedup_vs_autograd.fillna(computed)
     return frame
-
-
-def _elements(info: dict[str, Any]) -> float:
-    try:
-        return float(info["batch"]) * float(info["dim"])
-    except (KeyError, TypeError, ValueError):
-        return math.nan
 
 
 def _flag(value: Any) -> bool:
@@ -162,23 +154,12 @@ def _int(value: Any) -> str:
         return "?"
 
 
-def not_measured_table(data: dict[str, Any]) -> Table | None:
+def not_measured_table(results: Results) -> Table | None:
     """The cases that produced no timing: skipped (with the reason) and failed."""
-    vecreg = data.get("vecreg") or {}
     rows, classes = [], []
-    for status in ("failed", "skipped"):
-        for case in vecreg.get(status) or []:
-            if not isinstance(case, dict):
-                continue
-            rows.append(
-                [
-                    status,
-                    str(case.get("method", "?")),
-                    str(case.get("problem", "?")),
-                    str(case.get("reason", "")),
-                ]
-            )
-            classes.append("bad" if status == "failed" else "")
+    for case in results.not_measured:
+        rows.append([case.status, case.method, case.problem, case.reason])
+        classes.append("bad" if case.status == "failed" else "")
     if not rows:
         return None
     return Table("Cases not measured", ["status", "method", "problem", "reason"], rows, classes)
@@ -226,13 +207,12 @@ ENVIRONMENT_ORDER = (
 )
 
 
-def environment_table(data: dict[str, Any], source: str) -> Table:
+def environment_table(results: Results, source: str) -> Table:
     """Device, versions and clocks as the run recorded them (machine_info["vecreg"])."""
-    machine = data.get("machine_info") or {}
-    env = dict(machine.get("vecreg") or {})
+    env = dict(results.environment)
     kind = env.pop("device", None)
     env.pop("device_name", None)
-    rows: list[list[str]] = [["device", device_name(data) + (f" ({kind})" if kind else "")]]
+    rows: list[list[str]] = [["device", results.device_name + (f" ({kind})" if kind else "")]]
     keys = [k for k in ENVIRONMENT_ORDER if k in env] + sorted(
         k for k in env if k not in ENVIRONMENT_ORDER
     )
@@ -244,17 +224,17 @@ def environment_table(data: dict[str, Any], source: str) -> Table:
             rows.append(["memory", f"{value / 2**30:.1f} GiB"])
         else:
             rows.append([key, _flat(value)])
-    if "python" not in env and machine.get("python_version"):
-        rows.append(["python", str(machine["python_version"])])
-    cpu = (machine.get("cpu") or {}).get("brand_raw")
-    if cpu:
-        rows.append(["host CPU", str(cpu)])
-    commit = data.get("commit_info") or {}
-    if commit.get("id"):
-        dirty = " (dirty)" if commit.get("dirty") else ""
-        rows.append(["commit", f"{str(commit['id'])[:12]}{dirty}"])
-    if data.get("datetime"):
-        rows.append(["measured at", str(data["datetime"])])
+    if "python" not in env and results.python_version:
+        rows.append(["python", results.python_version])
+    if results.host_cpu:
+        rows.append(["host CPU", results.host_cpu])
+    if results.commit is not None:
+        dirty = " (dirty)" if results.commit.dirty else ""
+        rows.append(["commit", f"{results.commit.id[:12]}{dirty}"])
+    if results.measured_at is not None:
+        rows.append(["measured at", results.measured_at.isoformat()])
+    if not results.complete:
+        rows.append(["run", f"INCOMPLETE: interrupted ({results.progress()})"])
     rows.append(["results file", source])
     return Table("Environment", ["", ""], rows)
 
