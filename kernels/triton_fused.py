@@ -15,6 +15,8 @@ import triton
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
+from kernels import as_acc
+
 
 @triton.jit(do_not_specialize=["steps"])
 def _fused_kernel(
@@ -141,7 +143,8 @@ def fit(
         config = INTERPRETER_CONFIG
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32
-    scale = torch.full((), 2.0 * lr / x.shape[1], dtype=acc, device=x.device)  # no host copy
+    # A fill on the device: no host copy.
+    scale = torch.full((), as_acc(2.0 * lr / x.shape[1], acc), dtype=acc, device=x.device)
     if per_element is None:
         per_element = n_elements <= PER_ELEMENT_MAX_N
     chunk, stride = partials_shape(

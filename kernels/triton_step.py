@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import as_acc
+
 
 @triton.jit(do_not_specialize=["step"])
 def _step_kernel(
@@ -59,7 +61,8 @@ def fit(x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor
     if n_elements + BLOCK_SIZE * num_programs(n_elements, x.device) >= 2**31:
         raise ValueError(f"{n_elements} elements is too many for 32-bit offsets")
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    scale = torch.full((), 2.0 * lr / x.shape[1], dtype=acc, device=x.device)  # no host copy
+    # A fill on the device: no host copy.
+    scale = torch.full((), as_acc(2.0 * lr / x.shape[1], acc), dtype=acc, device=x.device)
     programs = num_programs(n_elements, x.device)
     partials = torch.empty(steps, programs, dtype=acc, device=x.device)
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -45,18 +46,30 @@ def cases(dtypes: list[str]):
                     )
 
 
-def fit_problem(name: str, problem: Problem, device: str):
+def available_method(name: str, device: str):
+    """The method, or a skip that says why it cannot run on `device`."""
     method = get_method(name)
     reason = method.available(device)
     if reason is not None:
         pytest.skip(reason)
+    return method
+
+
+def fit_problem(name: str, problem: Problem, device: str, requires_grad: bool = False):
+    """Fit `problem`'s inputs (x0 and t requiring grad if asked) and check what every fit keeps:
+    x0 untouched, the result's shapes and dtypes, and no autograd history on the result."""
+    method = available_method(name, device)
     x0, t = problem.inputs(device)
-    before = x0.clone()
+    x0.requires_grad_(requires_grad)
+    t.requires_grad_(requires_grad)
+    before = x0.detach().clone()
     fit = method.fit(x0, t, problem.lr, problem.steps)
-    assert torch.equal(x0, before), "fit modified x0"
+    assert torch.equal(x0.detach(), before), "fit modified x0"
+    assert x0.requires_grad == requires_grad and x0.is_leaf and x0.grad is None
     assert fit.x.shape == x0.shape and fit.x.dtype == x0.dtype and fit.x.device == x0.device
     assert fit.loss.shape == (problem.steps,) and fit.loss.dtype == torch.float32
-    return x0, t, fit
+    assert not fit.x.requires_grad and not fit.loss.requires_grad
+    return x0.detach(), t.detach(), fit
 
 
 def x_tolerance(x0: torch.Tensor, t: torch.Tensor, steps: int) -> float:
@@ -78,7 +91,10 @@ def trace_error(loss: torch.Tensor, ref: torch.Tensor, delta: float) -> torch.Te
 def test_matches_the_closed_form(name, dtype, shape, regime, device):
     batch, dim = shape
     problem = Problem(batch=batch, dim=dim, steps=STEPS, lr=REGIMES[regime] * dim, dtype=dtype)
-    x0, t, fit = fit_problem(name, problem, device)
+    assert_matches_the_closed_form(problem, *fit_problem(name, problem, device))
+
+
+def assert_matches_the_closed_form(problem: Problem, x0, t, fit) -> None:
     delta = x_tolerance(x0, t, problem.steps)
     expected = oracle.x_at(x0, t, problem.lr, problem.steps)
     err = (fit.x.double() - expected).abs().max().item()
@@ -145,6 +161,70 @@ def test_divergence_is_a_result(name, device):
     finite = loss[torch.isfinite(loss)]
     assert len(finite) > 10 and bool((finite[1:] > finite[:-1]).all())
     assert not torch.isfinite(loss[-1]), "float32 should overflow after 200 doublings of x - t"
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", method_names())
+def test_inputs_that_require_grad_are_fitted_as_values(name, device):
+    """x0 and t that require grad (a user's leaf tensors) fit as if detached: x0 untouched, still
+    requiring grad and without a grad; the result right and free of the caller's graph."""
+    problem = Problem(batch=3, dim=257, steps=STEPS, lr=0.05 * 257)
+    assert_matches_the_closed_form(problem, *fit_problem(name, problem, device, requires_grad=True))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", method_names())
+def test_a_fit_inside_no_grad_is_the_same_fit(name, device):
+    """A caller's torch.no_grad() (common around evaluation code) changes nothing."""
+    problem = Problem(batch=3, dim=257, steps=STEPS, lr=0.05 * 257)
+    with torch.no_grad():
+        assert_matches_the_closed_form(problem, *fit_problem(name, problem, device))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("lr", [1e30, 1e40, 1e308])  # 1e40 and 1e308 are inf in float32
+@pytest.mark.parametrize("name", method_names())
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's numpy
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_any_finite_lr_diverges_without_raising(name, lr, device):
+    """A finite lr however large is a result, as in `test_divergence_is_a_result`: loss[0] as the
+    oracle has it, then the float32 trace and x overflow to inf or NaN, in every method alike."""
+    problem = Problem(batch=1, dim=5, steps=5, lr=lr)
+    x0, t, fit = fit_problem(name, problem, device)
+    loss = fit.loss.cpu()
+    loss0 = oracle.loss_trace(x0, t, lr, 1)[0].item()
+    assert loss[0].item() == pytest.approx(loss0, rel=1e-6)
+    assert loss[1].item() == float("inf"), "loss[1] = loss[0] (2 lr / D - 1)^2 overflows float32"
+    assert not torch.isfinite(loss[1:]).any() and not torch.isfinite(fit.x).any()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", method_names())
+def test_a_fit_too_large_for_memory_is_refused_before_it_starts(name, device, monkeypatch):
+    """10**12 steps need terabytes for the loss trace alone: a ValueError naming steps and the
+    memory, before anything is allocated (here, a fit that starts fails the test at once)."""
+    method = available_method(name, device)
+
+    def started(*args) -> None:
+        pytest.fail(f"{name} started a fit of 10**12 steps instead of refusing it")
+
+    monkeypatch.setattr(method, "run", started)
+    x0, t = Problem(batch=2, dim=3).inputs(device)
+    with pytest.raises(ValueError) as info:
+        method.fit(x0, t, 0.1, 10**12)
+    message = str(info.value)
+    assert "steps=1000000000000" in message and f"{x0.device} has" in message
+    assert re.search(r"needs at least [\d.]+ TiB", message), message
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", method_names())
+def test_ordinary_fits_pass_the_memory_check(name, device):
+    """A million steps of a small problem is an ordinary fit: it needs well under a gigabyte."""
+    method = available_method(name, device)
+    x0, _ = Problem(batch=64, dim=257).inputs(device)
+    method.check_memory(x0, 10**6)
+    assert 4 * 10**6 <= method.fit_bytes(x0, 10**6) < 2**30
 
 
 @pytest.mark.parametrize("device", devices())

@@ -10,7 +10,9 @@ from bench.methods.base import Method, compute_dtype
 class Autograd(Method):
     name = "autograd"
     summary = "loss inside the loop, backward(), update under no_grad, zero the grad"
+    keeps_a_tensor_per_step = True
 
+    @torch.enable_grad()  # a caller's torch.no_grad() must not turn the loop's backward() off
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         acc = compute_dtype(x.dtype)
         t_acc = t.to(acc)

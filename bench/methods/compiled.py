@@ -7,7 +7,7 @@ import shutil
 
 import torch
 
-from bench.methods.base import Method, compute_dtype
+from bench.methods.base import Method, as_compute, compute_dtype
 
 # Each shape and dtype is compiled statically (the fastest code for a benchmark), and dynamo keeps
 # at most `recompile_limit` (default 8) versions of one function before it silently falls back to
@@ -38,6 +38,7 @@ def compiled_step():
 class Compiled(Method):
     name = "compiled"
     summary = "torch.compile of one analytic step (lr as a tensor: no recompile per lr)"
+    keeps_a_tensor_per_step = True
 
     def available(self, device: str | torch.device) -> str | None:
         if (
@@ -51,7 +52,8 @@ class Compiled(Method):
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         step = compiled_step()
         # A fill on the device, not a copy from the host: no synchronization.
-        lr_t = torch.full((), lr, dtype=compute_dtype(x.dtype), device=x.device)
+        acc = compute_dtype(x.dtype)
+        lr_t = torch.full((), as_compute(lr, acc), dtype=acc, device=x.device)
         cur = x
         losses = []
         for _ in range(steps):

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from bench.methods.base import Method, compute_dtype
+from bench.methods.base import Method, as_compute, compute_dtype
 from bench.methods.compiled import raise_recompile_limit
 
 # Static buffers per device, dtype and shape; a sweep visits many shapes: keep the latest few.
@@ -83,7 +83,7 @@ def run_steps(step, static, x, t, lr: float, steps: int) -> torch.Tensor:
     x_static, t_static, lr_static = static
     x_static.copy_(x)
     t_static.copy_(t)
-    lr_static.fill_(lr)
+    lr_static.fill_(as_compute(lr, x.dtype))
     trace = torch.empty(steps, dtype=lr_static.dtype, device=x.device)
     for k in range(steps):
         # Each call is a new iteration for cudagraph trees: the previous loss may be overwritten.

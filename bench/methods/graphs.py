@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods.base import Method, compute_dtype
+from bench.methods.base import Method, as_compute, compute_dtype
 
 # Each captured graph holds its static buffers (x, t, and the loop's temporaries in its private
 # memory pool: a few times x's size). A sweep visits many shapes: keep only the latest few.
@@ -99,7 +99,7 @@ class Graphs(Method):
         static = self._captured(x, t, steps)
         static.x.copy_(x)
         static.t.copy_(t)
-        static.lr.fill_(lr)
+        static.lr.fill_(as_compute(lr, x.dtype))
         static.graph.replay()
         x.copy_(static.x)
         # The next replay overwrites static.loss: hand back a copy.

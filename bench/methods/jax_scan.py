@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.methods.base import Method
+from bench.methods.base import Method, as_compute
 
 INSTALL_HINT = 'install the optional peers: pip install -e ".[peers]"'
 
@@ -94,7 +94,8 @@ class Jax(Method):
             acc = jax.numpy.float64 if wide else jax.numpy.float32
             # lr enters as an array, not a constant: a new lr does not recompile.
             scale = jax.device_put(
-                jax.numpy.asarray(2.0 * lr / x.shape[1], acc), jax_device(x.device)
+                jax.numpy.asarray(as_compute(2.0 * lr / x.shape[1], x.dtype), acc),
+                jax_device(x.device),
             )
             x_k, loss = jitted_fit()(
                 jax.dlpack.from_dlpack(x), jax.dlpack.from_dlpack(t), scale, steps

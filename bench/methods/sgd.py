@@ -20,7 +20,9 @@ def fused_supported(device: torch.device) -> bool:
 class SGD(Method):
     name = "sgd"
     summary = "x as a leaf tensor, autograd, torch.optim.SGD (fused where supported, else foreach)"
+    keeps_a_tensor_per_step = True
 
+    @torch.enable_grad()  # a caller's torch.no_grad() must not turn the loop's backward() off
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         acc = compute_dtype(x.dtype)
         t_acc = t.to(acc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import Method
+from bench.methods.base import Method, compute_dtype
 from bench.methods.triton_env import interpreter_too_slow, load_kernels, triton_missing
 from bench.problem import Problem
 
@@ -25,6 +25,16 @@ class TritonFused(Method):
 
     def prepare(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
         self.fit(x0, t, lr, min(steps, TUNE_STEPS))
+
+    def fit_bytes(self, x0: torch.Tensor, steps: int) -> int:
+        """The trace, and the partial sums of one chunk of steps (capped by the launcher)."""
+        kernels = load_kernels("triton_fused")
+        acc_bytes = compute_dtype(x0.dtype).itemsize
+        per_element = x0.numel() <= kernels.PER_ELEMENT_MAX_N
+        chunk, stride = kernels.partials_shape(
+            x0.numel(), steps, x0.element_size(), acc_bytes, per_element
+        )
+        return super().fit_bytes(x0, steps) + chunk * stride * acc_bytes
 
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         return load_kernels("triton_fused").fit(x, t, lr, steps)
