@@ -18,6 +18,7 @@ from bench import cli
 from bench.convergence import convergence_study
 from bench.problem import Problem
 from bench.report import write_report
+from bench.report.publish import leftovers
 from bench.suite_runner import BenchmarkRunError
 
 DATA = Path(__file__).parent / "data"
@@ -52,7 +53,7 @@ def test_the_run_directory_holds_every_output(report):
     assert latest.resolve() == report.resolve()
     assert (latest / "index.html").read_bytes() == (report / "index.html").read_bytes()
     assert json.loads((report / "results.json").read_text()) == json.loads(SAMPLE.read_text())
-    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers(report.parent) == []
 
 
 def test_the_html_is_self_contained_and_starts_with_the_environment(report):
@@ -117,7 +118,8 @@ def test_a_newer_run_moves_latest_and_a_rebuild_replaces_its_directory(tmp_path)
     (run2 / "stale.txt").write_text("from an older build")
     assert write_report(tmp_path / "b.json", out=out) == run2
     assert not (run2 / "stale.txt").exists()
-    assert sorted(p.name for p in out.iterdir()) == sorted([run1.name, run2.name, "latest"])
+    shown = sorted(p.name for p in out.iterdir() if p.name[0] != ".")
+    assert shown == sorted([run1.name, run2.name, "latest"]) and leftovers(out) == []
 
 
 def test_a_build_that_fails_halfway_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -141,7 +143,8 @@ def test_a_build_that_fails_halfway_leaves_nothing_behind(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         write_report(SAMPLE, out=out)
     assert saved, "the failure came after the first plot was written"
-    assert sorted(q.name for q in out.iterdir()) == sorted([old.name, "latest"])
+    shown = sorted(q.name for q in out.iterdir() if q.name[0] != ".")
+    assert shown == sorted([old.name, "latest"]) and leftovers(out) == []
     assert (out / "latest").resolve() == old.resolve()
     assert {q.name: q.stat().st_mtime_ns for q in old.iterdir()} == before
 

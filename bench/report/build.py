@@ -1,7 +1,6 @@
-"""Build one report directory from a results file, atomically, and point `latest` at it.
+"""Build one report directory from a results file and publish it, with `latest` pointing at it.
 
-The report is written into a hidden temporary directory beside its target and renamed into place
-when complete; `latest` is a symlink replaced by a rename (a copy where symlinks are refused). An
+The report is written into a hidden staging folder and published whole (bench.report.publish): an
 interrupted or failed build leaves the previous reports and `latest` as they were.
 """
 
@@ -9,19 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from bench.baseline import device_slug
 from bench.report import html, plots, tables
+from bench.report.publish import point_latest, publish, staging_folder
 from bench.results import Results
 
 DEFAULT_OUT = Path("reports")
-LATEST = "latest"
 
 
 def write_report(
@@ -43,16 +40,10 @@ def write_report(
         convergence, traces = data.convergence.table(), data.convergence.traces_frame()
     out = make_folder(DEFAULT_OUT if out is None else Path(out))
     run_id = make_run_id(data)
-    target = out / run_id
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".tmp", dir=out))
-    staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
-    try:
+    with staging_folder(out, run_id) as staging:  # first cleans what killed builds left
         build(staging, run_id, data, base, convergence, traces)
-        publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    point_latest(out, target)
+        target = publish(staging, out, run_id)
+    point_latest(out, run_id)
     return target
 
 
@@ -230,43 +221,3 @@ def make_folder(folder: Path) -> Path:
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def publish(staging: Path, target: Path) -> None:
-    """Rename the finished `staging` directory to `target`, replacing an older one of that name."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.rename(target, aside / target.name)
-    os.rename(staging, target)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def point_latest(out: Path, target: Path) -> None:
-    """Make `out/latest` show `target`: a relative symlink swapped in by one rename."""
-    link = out / LATEST
-    fresh = out / f".{LATEST}.{os.getpid()}.tmp"
-    _remove(fresh)
-    try:
-        os.symlink(target.name, fresh, target_is_directory=True)
-    except OSError:  # no symlinks here (some Windows setups): a copy, swapped in the same way
-        shutil.copytree(target, fresh, symlinks=True)
-    try:
-        if link.is_dir() and not link.is_symlink():
-            aside = out / f".{LATEST}.{os.getpid()}.old"
-            _remove(aside)
-            os.rename(link, aside)
-            os.replace(fresh, link)
-            _remove(aside)
-        else:
-            os.replace(fresh, link)
-    finally:
-        _remove(fresh)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
