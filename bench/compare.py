@@ -1,27 +1,21 @@
-"""Regression check: compare two results files case by case and flag only real slowdowns.
+"""Regression check: compare two results files case by case; verdicts come from intervals.
 
-A case is a regression when the candidate's median is slower than the baseline's by more than
-`threshold` AND the raw samples say the difference is not noise (one-sided test at `alpha`).
-Improvements are the mirror image. A big change that is not significant is "inconclusive", and so
-is a significant one where either run was noisy (IQR above 10% of the median, the same bound as the
-results' `noisy` flag): the test only sees the spread within each run, and an unsteady run may have
-been slow as a whole, so such a case is named for a re-run rather than failed.
+For each case, the ratio of medians candidate / baseline (seconds per fit) and its confidence
+interval at level 1 - alpha (95% by default; bench.stats.ratio_interval: distribution-free, the
+same samples always give the same interval) decide the verdict against the threshold:
 
-Significance, on the raw samples (seconds per fit) of each side:
+- `regression`: the whole interval lies above 1 + threshold: the data show a slowdown beyond it;
+- `improvement`: the whole interval lies below 1 - threshold;
+- `unchanged`: the whole interval lies within 1 +- threshold;
+- `inconclusive`: the interval straddles a bound: more samples (or a quieter run) would tell;
+- `untested`: fewer than bench.stats.MIN_SAMPLES samples on a side.
 
-- both sides with >= MWU_MIN_SAMPLES (8) samples: Mann-Whitney U, one-sided (exact below 9 per
-  side, asymptotic above, as scipy picks). Why 8: the smallest p-value the exact test can give is
-  1 / C(n1 + n2, n1): 1/70 = 0.014 at 4 + 4, which can never pass alpha = 0.01; 1/252 at 5 + 5,
-  which passes only when every candidate sample is slower than every baseline sample; 1/12870 at
-  8 + 8, which leaves room for a few overlapping samples in a real slowdown.
-- both sides with 3 to 7 samples: a percentile bootstrap of the ratio of medians (each side
-  resampled on its own, BOOTSTRAP_RESAMPLES times, seeded so that verdicts are reproducible). The
-  p-value is the share of resampled ratios on the other side of 1, so "p < alpha" is the same as
-  "1 lies outside the one-sided (1 - alpha) interval", which is shown too.
-- fewer than 3 on either side: no test ("untested"): one or two samples cannot tell noise apart.
-
-No correction for testing many cases at once: the threshold on the size of the change is what keeps
-a sweep of dozens of cases from flagging noise.
+Noise widens the interval; it never by itself turns a slowdown the interval proves into anything
+else, and it never makes a change that the interval does not prove into a regression. No
+correction for testing many cases at once: the threshold on the size of the change is what keeps a
+sweep of dozens of cases from flagging noise (a false regression needs the whole interval beyond
+it). Run-to-run drift of a whole machine is not in either run's samples: `bench ab` measures both
+sides in one run, interleaved, to beat it.
 
 The gate never passes a broken candidate: a case of the baseline that the candidate failed, skipped
 or lacks is `missing` (a gate failure unless `allow_missing`), a candidate case whose oracle check
@@ -41,14 +35,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
+from bench import stats
 from bench.results import NOISY_IQR_OVER_MEDIAN, Case, Results, ResultsError
-
-MWU_MIN_SAMPLES = 8
-BOOTSTRAP_MIN_SAMPLES = 3
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
 
 # Most severe first: the order of rows in the text and Markdown tables.
 VERDICTS = (
@@ -72,12 +61,9 @@ TABLE_COLUMNS = (
     "baseline_median_s",
     "candidate_median_s",
     "ratio",
-    "change",
-    "test",
-    "p_value",
     "ci_low",
     "ci_high",
-    "significant",
+    "change",
     "verdict",
     "notes",
 )
@@ -92,8 +78,9 @@ class Comparison:
     """The outcome of comparing a candidate run with a baseline run.
 
     `table` has one row per case of the baseline (columns: TABLE_COLUMNS; times in seconds,
-    `change` = ratio - 1, `p_value` one-sided in the direction of the change); a case the
-    candidate did not time is a `missing` row whose notes say why.
+    `ratio` = candidate / baseline median with its interval [ci_low, ci_high] at 1 - alpha,
+    `change` = ratio - 1); a case the candidate did not time is a `missing` row whose notes say
+    why.
     """
 
     table: pd.DataFrame
@@ -185,7 +172,8 @@ class Comparison:
         )
         return (
             f"{self.candidate_label} vs {self.baseline_label} on {devices}: "
-            f"threshold {self.threshold * 100:g}%, alpha {self.alpha:g}, medians of seconds per fit"
+            f"threshold {self.threshold * 100:g}%, {1 - self.alpha:.0%} intervals of the ratio of "
+            "medians of seconds per fit"
         )
 
     def _summary(self) -> list[str]:
@@ -213,13 +201,14 @@ class Comparison:
             lines.append(f"{len(self.improvements)} improvement(s): {', '.join(self.improvements)}")
         if self.inconclusive:
             lines.append(
-                f"{len(self.inconclusive)} inconclusive (changed beyond the threshold, but the "
-                f"samples are too noisy to tell; re-run them): {', '.join(self.inconclusive)}"
+                f"{len(self.inconclusive)} inconclusive (the interval straddles a bound of the "
+                "threshold: more samples or a quieter run would tell; re-run them, or use "
+                f"`python -m bench ab`): {', '.join(self.inconclusive)}"
             )
         untested = self._cases("untested")
         if untested:
             lines.append(
-                f"{len(untested)} untested (fewer than {BOOTSTRAP_MIN_SAMPLES} raw samples): "
+                f"{len(untested)} untested (fewer than {stats.MIN_SAMPLES} raw samples a side): "
                 f"{', '.join(untested)}"
             )
         if self.baseline_device != self.candidate_device:
@@ -279,7 +268,7 @@ def compare_files(
     baseline: str | Path,
     candidate: str | Path,
     threshold: float = 0.10,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
     allow_device_mismatch: bool = False,
     allow_missing: bool = False,
 ) -> Comparison:
@@ -298,7 +287,7 @@ def compare(
     base: Results,
     cand: Results,
     threshold: float = 0.10,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
     allow_device_mismatch: bool = False,
     allow_missing: bool = False,
 ) -> Comparison:
@@ -345,8 +334,7 @@ def _missing_case(base: Case, reason: str) -> dict[str, Any]:
     row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), base.key, strict=True))
     row.update(case=base.name, baseline_n=base.samples.size, candidate_n=0)
     row.update(baseline_median_s=float(np.median(base.samples)), candidate_median_s=math.nan)
-    row.update(ratio=math.nan, change=math.nan, test="none", p_value=math.nan)
-    row.update(ci_low=math.nan, ci_high=math.nan, significant=False)
+    row.update(ratio=math.nan, change=math.nan, ci_low=math.nan, ci_high=math.nan)
     row.update(verdict="missing", notes=reason)
     return row
 
@@ -356,102 +344,45 @@ def _compare_case(base: Case, cand: Case, threshold: float, alpha: float) -> dic
     b, c = base.samples, cand.samples
     row: dict[str, Any] = dict(zip(("method", "problem", "dtype", "device"), base.key, strict=True))
     row.update(case=base.name, baseline_n=b.size, candidate_n=c.size)
-    row.update(test="none", p_value=math.nan, ci_low=math.nan, ci_high=math.nan)
-    notes = []
     b_med, c_med = float(np.median(b)), float(np.median(c))
-    ratio = c_med / b_med
-    change = ratio - 1
-    row.update(baseline_median_s=b_med, candidate_median_s=c_med, ratio=ratio, change=change)
-    slower = ratio > 1
-
-    if b.size >= MWU_MIN_SAMPLES and c.size >= MWU_MIN_SAMPLES:
-        # x = candidate: 'greater' means the candidate's times are stochastically larger: slower.
-        p = mannwhitneyu(c, b, alternative="greater" if slower else "less").pvalue
-        row.update(test="mann-whitney", p_value=float(p))
-    elif b.size >= BOOTSTRAP_MIN_SAMPLES and c.size >= BOOTSTRAP_MIN_SAMPLES:
-        ratios = _bootstrap_ratios(b, c)
-        beyond = np.count_nonzero(ratios <= 1) if slower else np.count_nonzero(ratios >= 1)
-        row.update(
-            test="bootstrap",
-            p_value=float(beyond / ratios.size),
-            ci_low=float(np.quantile(ratios, alpha)),
-            ci_high=float(np.quantile(ratios, 1 - alpha)),
-        )
-        notes.append(f"few samples ({b.size}/{c.size}): bootstrap")
-    p = row["p_value"]
-    significant = bool(p < alpha) if not math.isnan(p) else False
-    row["significant"] = significant
-
-    noisy = [
+    row.update(baseline_median_s=b_med, candidate_median_s=c_med, ratio=c_med / b_med)
+    row.update(change=c_med / b_med - 1, ci_low=math.nan, ci_high=math.nan)
+    notes = [
         f"noisy {side} (IQR {spread:.0%} of median)"
-        for side, spread in (("baseline", _iqr_over_median(b)), ("candidate", _iqr_over_median(c)))
+        for side, spread in (
+            ("baseline", stats.iqr_over_median(b)),
+            ("candidate", stats.iqr_over_median(c)),
+        )
         if spread > NOISY_IQR_OVER_MEDIAN
     ]
-    beyond_threshold = change > threshold if slower else change < -threshold
+    enough = min(b.size, c.size) >= stats.MIN_SAMPLES
+    if enough:
+        interval = stats.ratio_interval(c, b, level=1 - alpha)
+        row.update(ci_low=interval.low, ci_high=interval.high)
     if not cand.oracle_ok:
         # A fast wrong answer is not an improvement: the gate fails whatever the time.
         verdict = "wrong"
         err = cand.info["oracle_max_abs_err"]
         shown = "not recorded" if err is None else f"{err:.3g}"
         notes.insert(0, f"oracle check failed in the candidate (max |x_K - oracle|: {shown})")
-    elif row["test"] == "none":
+    elif not enough:
         verdict = "untested"
-        notes.append(f"too few samples ({b.size}/{c.size}) for a test")
-    elif beyond_threshold and significant and noisy:
-        # The test compares samples within each run; a run that was this unsteady may have been
-        # slow as a whole (another process, a bad memory placement), which no within-run test
-        # sees. Such a timing is flagged untrustworthy in the results, so it cannot fail a gate.
-        verdict = "inconclusive"
-        notes.append(f"significantly {'slower' if slower else 'faster'}, but a run was noisy")
-    elif beyond_threshold and significant:
-        verdict = "regression" if slower else "improvement"
-    elif beyond_threshold:
-        verdict = "inconclusive"
-        notes.append(f"{'slower' if slower else 'faster'} but not significant")
+        notes.insert(0, f"too few samples ({b.size}/{c.size}) for an interval")
     else:
-        verdict = "unchanged"
-        if significant and not math.isnan(change) and change != 0:
-            notes.append(f"significantly {'slower' if slower else 'faster'}, within threshold")
-    row.update(verdict=verdict, notes="; ".join(notes + noisy))
+        verdict = verdict_of(row["ci_low"], row["ci_high"], threshold)
+    row.update(verdict=verdict, notes="; ".join(notes))
     return row
 
 
-def _bootstrap_ratios(b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Ratios of medians (candidate / baseline) of BOOTSTRAP_RESAMPLES paired resamples."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    return _bootstrap_medians(c, rng) / _bootstrap_medians(b, rng)
-
-
-# Above this many samples the medians of resamples are drawn from their distribution instead of
-# resampling: BOOTSTRAP_RESAMPLES x n values would not fit in memory for n in the millions.
-DIRECT_RESAMPLING_MAX = 256
-
-
-def _bootstrap_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """BOOTSTRAP_RESAMPLES medians of resamples (with replacement) of `x`, in O(n) memory.
-
-    For large n, the resample's median is drawn directly: the number of resampled values at or
-    below the j-th smallest of `x` is Binomial(n, j / n), so P(median <= x_(j)) =
-    P(Binomial(n, j / n) >= m), m = ceil(n / 2) (the lower median, which differs from numpy's
-    mean of the two middle values by far less than the bootstrap's spread at such n).
-    """
-    n = x.size
-    if n <= DIRECT_RESAMPLING_MAX:
-        return np.median(x[rng.integers(0, n, (BOOTSTRAP_RESAMPLES, n))], axis=1)
-    from scipy.stats import binom
-
-    ordered = np.sort(x)
-    m = (n + 1) // 2
-    cdf = binom.sf(m - 1, n, np.arange(1, n + 1) / n)
-    index = np.searchsorted(cdf, rng.random(BOOTSTRAP_RESAMPLES), side="left")
-    return ordered[np.minimum(index, n - 1)]
-
-
-def _iqr_over_median(x: np.ndarray) -> float:
-    if x.size < 2:
-        return 0.0
-    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
-    return float((q3 - q1) / med) if med > 0 else math.inf
+def verdict_of(low: float, high: float, threshold: float) -> str:
+    """The verdict of a ratio interval [low, high] against 1 +- threshold."""
+    if low > 1 + threshold:
+        return "regression"
+    if high < 1 - threshold:
+        return "improvement"
+    if 1 - threshold <= low and high <= 1 + threshold:
+        return "unchanged"
+    return "inconclusive"
 
 
 def format_seconds(seconds: float) -> str:
@@ -473,16 +404,10 @@ def format_change(change: float) -> str:
 
 
 def format_evidence(row: Any) -> str:
-    """'p=2e-05 (MWU)', 'ratio in [1.21, 1.38] (bootstrap)' or '-'."""
-    if row.test == "mann-whitney":
-        # The asymptotic test underflows to 0 for large, fully separated samples.
-        p = f"p={row.p_value:.2g}" if row.p_value > 0 else "p<1e-300"
-        return f"{p} (MWU)"
-    if row.test == "bootstrap":
-        # p is a share of BOOTSTRAP_RESAMPLES ratios: 0 means below 1 / BOOTSTRAP_RESAMPLES.
-        p = f"p={row.p_value:.2g}" if row.p_value > 0 else f"p<{1 / BOOTSTRAP_RESAMPLES:g}"
-        return f"ratio in [{row.ci_low:.3g}, {row.ci_high:.3g}], {p} (bootstrap)"
-    return "-"
+    """'ratio in [1.21, 1.38]' (the interval of candidate / baseline), or '-'."""
+    if math.isnan(row.ci_low):
+        return "-"
+    return f"ratio in [{row.ci_low:.3g}, {row.ci_high:.3g}]"
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -512,7 +437,7 @@ def parse_alpha(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--alpha {text!r} is not a number; use e.g. 0.01") from None
+        raise ValueError(f"--alpha {text!r} is not a number; use e.g. 0.05") from None
     if not 0 < value < 1:
         raise ValueError(f"--alpha {text!r} is not allowed; it must be between 0 and 1")
     return value
@@ -521,8 +446,9 @@ def parse_alpha(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Compare a candidate results file with a baseline, case by case. A case is a regression "
-        "when its median is slower by more than the threshold and the raw samples say so "
-        "significantly. Exit code: 0 no regression, 1 regression(s), 2 bad input."
+        "when the whole confidence interval of the ratio of medians (candidate / baseline) lies "
+        "above 1 + threshold. Exit code: 0 the gate passes; 1 a regression, a wrong or missing "
+        "case, or an interrupted candidate; 2 bad input."
     )
     parser.add_argument(
         "files",
@@ -547,7 +473,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)",
     )
     parser.add_argument(
-        "--alpha", default="0.01", help="significance level, one-sided (default: 0.01)"
+        "--alpha",
+        default="0.05",
+        help="1 - the confidence level of the intervals (default: 0.05, 95%% intervals)",
     )
     parser.add_argument(
         "--allow-device-mismatch",
