@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -536,19 +535,16 @@ def run(args: argparse.Namespace) -> int:
     return comparison.exit_code
 
 
-def _markdown_target(value: str | None, *inputs: Path) -> Path | None:
-    """--markdown's file, checked before comparing: not empty, not a folder, not an input."""
-    from bench.cli import UsageError
+def _markdown_target(value: str | None, baseline: Path, candidate: Path) -> Path | None:
+    """--markdown's file, checked before comparing (bench.paths): not empty, not a folder, its
+    folder writable, and not one of the inputs."""
+    from bench.paths import check_file, check_not_inputs
 
     if value is None:
         return None
-    if not value.strip():
-        raise UsageError("argument --markdown: an empty string is not a file name")
-    path = Path(value)
-    if path.is_dir():
-        raise UsageError(f"argument --markdown: {path} is a directory; name a file")
-    for given in inputs:
-        if path.resolve() == Path(given).resolve():
-            raise UsageError(f"argument --markdown: {path} would overwrite the input {given}")
-    os.makedirs(path.parent, exist_ok=True)
+    path = check_file(value.strip() and value, "--markdown")
+    check_not_inputs(
+        [("--markdown", path, path)], [("baseline", baseline), ("candidate", candidate)]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path

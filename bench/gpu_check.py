@@ -31,19 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench import interrupt
     from bench.cli import UsageError
     from bench.main_job import main_job
+    from bench.paths import check_file, check_folder
 
     if not torch.cuda.is_available():
         raise UsageError("gpu-check needs a CUDA GPU, and torch.cuda.is_available() is False here")
     out: Path = args.dir
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a directory")
+    check_folder(out, "DIR")
+    check_file(out / "results.json", "DIR")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     tests_passed = True
     if not args.skip_tests:
+        interrupt.set_stage("during the CUDA tests, before the first case")
         tests_passed = run_cuda_tests(out / "cuda-tests.log")
         print(f"gpu-check: CUDA tests took {time.perf_counter() - start:.0f} s", flush=True)
     main_job(

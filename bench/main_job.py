@@ -1,4 +1,8 @@
-"""The main job, `python -m bench`: benchmark sweep, convergence study, report, summary."""
+"""The main job, `python -m bench`: benchmark sweep, convergence study, report, summary.
+
+Every path it writes is checked before the sweep; an interruption at any stage ends with one line
+saying how far it got (bench.interrupt): "interrupted after 3 of 8 cases; the incomplete results
+are in PATH", "interrupted while building the report; the results are saved in PATH"."""
 
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.baseline is not None:
         load_results(args.baseline)  # a bad baseline fails now, not after the sweep
+    # main_job() checks the output paths, before the sweep.
     main_job(
         device,
         sweep,
@@ -93,17 +98,19 @@ def main_job(
     progress: bool = True,
     pytest_args: Sequence[str] = (),
 ) -> Path:
-    """Sweep, convergence study, report, summary; returns the report's run directory."""
+    """Sweep, convergence study, report, summary; returns the report's run directory.
+
+    The paths are checked first (bench.paths.OutputPathError names the option: --output, --out,
+    --baseline)."""
+    from bench import interrupt
     from bench.cli import CommandError, UsageError
     from bench.convergence import convergence_study
     from bench.report import write_report
-    from bench.report.build import make_folder
+    from bench.results import add_convergence
     from bench.suite_runner import BenchmarkRunError, run_benchmarks
 
-    # Where the results and the report go must be writable before minutes of measuring, not after.
-    for folder in (output.parent if output is not None else None, out):
-        if folder is not None:
-            make_folder(folder)
+    interrupt.set_stage("before the first case")
+    check_outputs(output, out, baseline, progress)
     print(f"vecreg-bench on {device}: sweep {sweep!r}, convergence study, report", flush=True)
     try:
         results = run_benchmarks(
@@ -120,11 +127,38 @@ def main_job(
     except BenchmarkRunError as exc:
         raise CommandError(str(exc)) from None
     print(f"results: {results}", flush=True)
+    saved = f"the results are saved in {results}"
+    interrupt.set_stage(f"during the convergence study; {saved}")
     table, traces = convergence_study(device, methods=methods, progress=progress)
-    run_dir = write_report(results, out=out, baseline=baseline, convergence=table, traces=traces)
+    # The study travels in the results file: `python -m bench report` rebuilds this same report.
+    add_convergence(results, table, traces)
+    interrupt.set_stage(f"while building the report; {saved}")
+    run_dir = write_report(results, out=out, baseline=baseline)
+    interrupt.set_stage(f"while printing the summary; {saved}, the report in {run_dir}")
     print_summary(Path(results), table)
     print(f"\nreport: {run_dir / 'index.html'}")
     return run_dir
+
+
+def check_outputs(
+    output: Path | None, out: Path | None, baseline: Path | None, progress: bool
+) -> None:
+    """The results file (default: a new one under reports/results/), its log and the reports
+    folder (default: reports/) can be written, and none of them is the baseline; before minutes
+    of measuring, not after."""
+    from bench import plugin
+    from bench.paths import check_file, check_folder, check_not_inputs
+    from bench.report.build import DEFAULT_OUT
+
+    if output is None:
+        check_folder(plugin.RESULTS_DIR, "--output")  # under the working folder
+    else:
+        check_file(output, "--output")
+        written = [("--output", output, output)]
+        if progress:  # pytest's output goes to a .log beside the results
+            written.append(("--output", output, output.with_suffix(".log")))
+        check_not_inputs(written, [("--baseline", baseline)])
+    check_folder(DEFAULT_OUT if out is None else out, "--out")
 
 
 def print_summary(results: Path, convergence) -> None:

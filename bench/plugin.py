@@ -5,7 +5,14 @@
 - Benchmarks run only with --benchmark-only; a plain `pytest` skips them at once.
 - Results: raw samples always saved; the JSON goes to reports/results/<UTC time>.json unless
   --benchmark-json names a file, and its path is printed at the end. `speedup_vs_autograd` is
-  filled when the run is complete; skipped and failed cases go in the top-level "vecreg" key.
+  filled when the run is complete; skipped and failed cases go in the top-level "vecreg" key,
+  with `complete` (false for an interrupted run, or one that did not run every case),
+  `cases_total` and `cases_done`. The file is written beside its target and renamed into place,
+  so a stopped write leaves no file there.
+- The results file and the report folder are checked in pytest_configure: a bad one is a usage
+  error before anything is timed.
+- While a benchmark session runs, SIGTERM is handled as Ctrl-C (pytest's exit code 2, the results
+  so far saved and marked incomplete), where nothing else handles it.
 - The environment goes in machine_info["vecreg"] (bench.environment).
 - At the end, a report is built from the saved file (bench.report), unless --no-report.
 """
@@ -13,7 +20,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +32,9 @@ from typing import Any
 import pytest
 import torch
 
-from bench import environment
+from bench import environment, interrupt
 from bench.methods import METHODS
+from bench.paths import OutputPathError, check_file, check_folder
 from bench.problem import DTYPES, Problem, resolve_device
 from bench.results import CASE_KEY
 from bench.sweeps import DEFAULT_SWEEP, SWEEPS
@@ -108,7 +119,18 @@ class Run:
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     json_path: Path | None = None
-    json_written: bool = False
+    json_written: bool = False  # the file is in place at json_path
+    json_complete: bool = False  # ... and says "complete": true
+    json_cases: int = 0  # cases in the file being written: timed, skipped and failed
+    json_temporary: Path | None = None  # where pytest-benchmark writes it first
+    untimed: bool = False  # nothing timed, some skipped or failed: this plugin writes the file
+    cases_total: int | None = None  # known once collection is over
+    cases_done: int = 0  # ran to their end: timed, skipped or failed
+    interrupted: bool = False
+    # Said on an interruption after the sweep ("while building the report; ..."); None before.
+    stage: str | None = None
+    announce: bool = True  # print "interrupted ..." in the summary (the suite runner says it)
+    sigterm_installed: bool = False
     copy: CopyBandwidth = field(default_factory=CopyBandwidth)
     _device_name: str | None = None
 
@@ -129,6 +151,23 @@ class Run:
 
     def record(self, kind: str, method: str, problem: str, reason: str) -> None:
         getattr(self, kind).append({"method": method, "problem": problem, "reason": reason})
+
+    @property
+    def complete(self) -> bool:
+        """Not interrupted, and every collected case ran to its end."""
+        return not self.interrupted and self.cases_done == self.cases_total
+
+    def describe(self) -> str:
+        """Where the run is, for the line of an interrupted run: "after 3 of 8 cases; ..."."""
+        if self.stage is not None:
+            return self.stage
+        if not self.cases_total:  # collection not over, or nothing collected
+            return "before the first case"
+        where = f"after {self.cases_done} of {self.cases_total} cases"
+        if not self.json_written:
+            return f"{where}; nothing was saved"
+        kind = "results" if self.json_complete else "incomplete results"
+        return f"{where}; the {kind} are in {self.json_path}"
 
 
 RUN = pytest.StashKey[Run]()
@@ -227,10 +266,82 @@ def pytest_configure(config: pytest.Config) -> None:
     if run.active:
         # Raw samples in every saved file: the regression check tests significance on them.
         config.option.benchmark_save_data = True
+        _check_outputs(config)
         if not config.option.benchmark_json:
             config.option.benchmark_json = default_json_path(config.rootpath)
         run.json_path = Path(config.option.benchmark_json)
         run.json_path.parent.mkdir(parents=True, exist_ok=True)
+        run.sigterm_installed = interrupt.install_for_session()
+        config.pluginmanager.register(_InterruptWatch(run), "vecreg-bench-interrupt")
+
+
+class _InterruptWatch:
+    """Marks the run interrupted on Ctrl-C, SIGTERM (bench.interrupt) or pytest.exit(); not on
+    a collection error or --maxfail, which pytest ends by the same road."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
+        if not isinstance(excinfo.value, pytest.Session.Interrupted):
+            self.run.interrupted = True
+
+
+def _check_outputs(config: pytest.Config) -> None:
+    """The results file and the report folder can be written: a usage error now, not after the
+    sweep."""
+    args = list(config.invocation_params.args)
+    empty = [
+        option
+        for option in ("--benchmark-json", "--report-dir")
+        if f"{option}=" in args or any(a == option and b == "" for a, b in itertools.pairwise(args))
+    ]
+    try:
+        if empty:
+            raise OutputPathError(f"{empty[0]} is empty: give a path or leave the option out")
+        if config.option.benchmark_json:
+            check_file(config.option.benchmark_json, "--benchmark-json")
+        else:
+            check_folder(config.rootpath / RESULTS_DIR, "--benchmark-json")
+        if not config.getoption("no_report"):
+            folder = config.getoption("report_dir") or config.rootpath / "reports"
+            check_folder(folder, "--report-dir")
+    except OutputPathError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = get_run(config)
+    if run is not None and run.sigterm_installed:
+        interrupt.uninstall_for_session()
+        run.sigterm_installed = False
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    run = get_run(session.config)
+    if run is not None and run.active:
+        run.cases_total = sum(1 for item in session.items if item.get_closest_marker(MARKER))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A case is done once its test has run to its end, timed, skipped or failed (or its setup
+    failed or skipped it); one stopped midway makes no report."""
+    report = yield
+    run = get_run(item.config)
+    ran = call.when == "call" or (call.when == "setup" and not report.passed)
+    if ran and run is not None and run.active and item.get_closest_marker(MARKER):
+        run.cases_done += 1
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    result = yield
+    run = get_run(item.config)
+    if run is not None and run.active:
+        interrupt.check()  # a signal whose exception a library caught stops the sweep here
+    return result
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -263,34 +374,85 @@ def pytest_benchmark_update_json(
     run = get_run(config)
     if run is None:
         return
-    fill_speedups(output_json["benchmarks"])
-    output_json["vecreg"] = {"sweep": run.sweep, "skipped": run.skipped, "failed": run.failed}
-    run.json_written = True
+    # A case stopped midway (an interruption) has pytest-benchmark's stats but none of our
+    # figures: it is no result.
+    entries = output_json["benchmarks"]
+    entries[:] = [e for e in entries if all(k in e.get("extra_info", {}) for k in CASE_KEY)]
+    fill_speedups(entries)
+    output_json["vecreg"] = {
+        "sweep": run.sweep,
+        "skipped": run.skipped,
+        "failed": run.failed,
+        "complete": run.complete,
+        "cases_total": run.cases_total,
+        "cases_done": run.cases_done,
+    }
+    run.json_cases = len(entries) + len(run.skipped) + len(run.failed)
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # around pytest-benchmark's, which saves
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around pytest-benchmark's, which saves
 def pytest_sessionfinish(session: pytest.Session):
-    # pytest-benchmark writes nothing (and warns) when no case was timed; a run where every case
-    # was skipped or failed is still a result worth keeping, so it is written here instead.
+    """pytest-benchmark writes the results file in its own wrapper, before the plain hooks run:
+    pointed at a temporary file here, it is renamed into place by the plain hook below, before
+    the summary and the report read it. Signals wait until it is in place; an interruption after
+    that (the summary, the report) ends the session as interrupted, with one line, instead of a
+    traceback."""
     config = session.config
     run = get_run(config)
     bench_session = getattr(config, "_benchmarksession", None)
-    ours = (
-        run is not None
-        and run.active
-        and (run.skipped or run.failed)
-        and bench_session is not None
-        and not bench_session.benchmarks
-    )
-    if ours:
-        bench_session.json = None
-    yield
-    if ours:
-        _save_untimed_run(config, run)
+    if run is None or not run.active or bench_session is None:
+        return (yield)
+    # A case stopped midway has pytest-benchmark's stats but none of our figures: it is no
+    # result, in the tables or in the file.
+    bench_session.benchmarks[:] = [b for b in bench_session.benchmarks if b.extra_info]
+    # pytest-benchmark writes nothing (and warns) when no case was timed; a run where every case
+    # was skipped or failed is still a result worth keeping, so it is written here instead.
+    run.untimed = bool(run.skipped or run.failed) and not bench_session.benchmarks
+    run.json_temporary = run.json_path.with_name(f".{run.json_path.name}.{os.getpid()}.tmp")
+    bench_session.json = None if run.untimed else run.json_temporary
+    interrupt.defer()  # what the sweep measured is saved whole, up to the end of the rename
+    try:
+        try:
+            return (yield)
+        finally:
+            run.json_temporary.unlink(missing_ok=True)
+            interrupt.resume()  # where saving stopped before its end
+    except KeyboardInterrupt:
+        run.interrupted = True
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+        if run.announce:
+            _say(config, f"interrupted {run.describe()}")
+        return None
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+def pytest_sessionfinish_publish(session: pytest.Session) -> None:
+    run = get_run(session.config)
+    if run is None or not run.active or run.json_temporary is None:
+        return
+    if run.untimed:
+        _save_untimed_run(session.config, run)
+    elif run.json_temporary.exists() and run.json_cases:
+        os.replace(run.json_temporary, run.json_path)
+    else:  # nothing to keep: no case ran to its end
+        interrupt.resume()
+        return
+    run.json_written = True
+    run.json_complete = run.complete
+    interrupt.resume()  # a signal held back while saving ends the session now
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line, file=sys.stderr)
 
 
 def _save_untimed_run(config: pytest.Config, run: Run) -> None:
-    """A results file with no timed case, through pytest-benchmark's own hooks."""
+    """A results file with no timed case, through pytest-benchmark's own hooks; written beside
+    its target and renamed into place."""
     hook = config.hook
     machine_info = hook.pytest_benchmark_generate_machine_info(config=config)
     hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
@@ -304,7 +466,9 @@ def _save_untimed_run(config: pytest.Config, run: Run) -> None:
         commit_info=commit_info,
     )
     hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output_json)
-    run.json_path.write_text(json.dumps(output_json, indent=4, default=str), encoding="utf-8")
+    temporary = run.json_temporary
+    temporary.write_text(json.dumps(output_json, indent=4, default=str), encoding="utf-8")
+    os.replace(temporary, run.json_path)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables
@@ -318,6 +482,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(f"skipped {case['method']} {case['problem']}: {case['reason']}")
     for case in run.failed:
         write(f"FAILED  {case['method']} {case['problem']}: {case['reason']}")
+    if run.interrupted:
+        if run.announce:
+            hint = f"; python -m bench report {run.json_path} builds its report"
+            write(f"interrupted {run.describe()}" + (hint if run.json_written else ""))
+        return
     if not run.json_written:
         write("results: nothing was timed, no file written")
         return
@@ -325,6 +494,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     config = terminalreporter.config
     if not config.getoption("no_report"):
         out = config.getoption("report_dir") or config.rootpath / "reports"
+        run.stage = f"while building the report; the results are saved in {run.json_path}"
         write_session_report(run.json_path, Path(out), write)
 
 

@@ -81,8 +81,8 @@ def _coverage(n: int, k: int) -> float:
 
 
 def _outer_rank(n: int, level: float) -> int:
-    """The largest k with coverage(n, k) >= level (1-based; 1 where even the extremes cover less)."""
-    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # coverage(n, k) >= level for this k, or k = 0
+    """The largest k with coverage(n, k) >= level (1-based; 1 where the extremes cover less)."""
+    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # coverage(n, k) >= level here, or k = 0
     while k > 1 and _coverage(n, k) < level:
         k -= 1
     return max(k, 1)

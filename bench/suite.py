@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import plugin, timing
+from bench import interrupt, plugin, timing
 from bench.methods import get_method
 
 pytestmark = pytest.mark.vecreg_benchmark
@@ -45,6 +45,7 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
             min_rounds=int(pytestconfig.getoption("benchmark_min_rounds")),
         )
     except Exception as exc:  # out of memory or a broken method: report it, go on with the sweep
+        interrupt.check()  # unless the exception is an interruption that a library wrapped
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         benchmark.has_error = True  # keep a half-made case out of the results file

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from bench import plugin
+from bench import interrupt, plugin
 
 SUITE = Path(__file__).with_name("suite.py")
 
@@ -42,7 +42,9 @@ def run_benchmarks(
     failures) goes to a .log file beside the JSON instead of the terminal. `pytest_args` are passed
     on as they are (e.g. "--benchmark-max-time=0.1"). Bad arguments raise ValueError; a run that
     pytest could not carry out raises BenchmarkRunError. Cases that were skipped or failed do not
-    raise: they are in the file's "vecreg" key.
+    raise: they are in the file's "vecreg" key. An interrupted run (Ctrl-C, or SIGTERM where
+    bench.interrupt handles it) raises KeyboardInterrupt once pytest has saved what was measured,
+    marked incomplete; until then `bench.interrupt` is told how far the sweep got.
     """
     plugin.parse_sweep(sweep)
     args = [
@@ -65,18 +67,23 @@ def run_benchmarks(
     args += [f"--benchmark-json={output}", *pytest_args]
 
     watcher = _Watcher(sys.stderr if progress else None)
+    interrupt.set_stage(watcher.describe)
     log = io.StringIO()
-    if progress:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    try:
+        if progress:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                code = pytest.main(args, plugins=[watcher])
+        else:
             code = pytest.main(args, plugins=[watcher])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.with_suffix(".log").write_text(log.getvalue(), encoding="utf-8")
-    else:
-        code = pytest.main(args, plugins=[watcher])
-    watcher.close()
+    finally:
+        watcher.close()
+        if progress:  # pytest's output, interrupted or not
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.with_suffix(".log").write_text(log.getvalue(), encoding="utf-8")
 
-    if code == pytest.ExitCode.INTERRUPTED:
-        raise KeyboardInterrupt
+    run = watcher.run()
+    if interrupt.received() is not None or (run is not None and run.interrupted):
+        raise KeyboardInterrupt(watcher.describe())  # a collection error is not one: see below
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise BenchmarkRunError(
             f"pytest could not run the benchmarks (exit code {int(code)}: {_name(code)})"
@@ -111,12 +118,23 @@ class _Watcher:
         self.bar: Any = None
         self.labels: dict[str, str] = {}
 
+    def run(self) -> plugin.Run | None:
+        return plugin.get_run(self.config) if self.config is not None else None
+
     def written(self) -> bool:
-        run = plugin.get_run(self.config) if self.config is not None else None
+        run = self.run()
         return run is not None and run.json_written
+
+    def describe(self) -> str:
+        """How far the sweep got, for the line of an interrupted run."""
+        run = self.run()
+        return run.describe() if run is not None else "before the first case"
 
     def pytest_configure(self, config: pytest.Config) -> None:
         self.config = config
+        run = self.run()
+        if run is not None:
+            run.announce = False  # the caller says "interrupted ...", once
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.stream is None:

@@ -335,7 +335,7 @@ def test_markdown_that_would_overwrite_an_input_is_refused_before_comparing(
     (tmp_path / "sub").mkdir()
     assert main(["compare", *map(str, files), "--markdown", str(alias)]) == 2
     captured = capsys.readouterr()
-    assert "would overwrite the input" in captured.err and captured.out == ""
+    assert "the run would overwrite it" in captured.err and captured.out == ""
     assert files[which].read_bytes() == before
 
 

@@ -275,6 +275,18 @@ def test_the_main_job_runs_sweep_study_and_report(stub_sweep, tmp_path, capsys):
     run = Path(last.removeprefix("report: ")).parent
     assert (run / "convergence.csv").exists() and (tmp_path / "r" / "latest").exists()
 
+    # The results file alone rebuilds the same report: the convergence study travels in it.
+    assert (
+        cli.main(["report", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
+    )
+    again = tmp_path / "again" / run.name
+    for name in ("convergence.csv", "timing.csv", "convergence.png", "results.json"):
+        assert (again / name).read_bytes() == (run / name).read_bytes(), name
+    built = re.compile(r"report built [^.]*\.")
+    for name in ("summary.md", "index.html"):
+        first, second = ((d / name).read_text() for d in (run, again))
+        assert built.sub("", first) == built.sub("", second), name
+
 
 @pytest.mark.parametrize(
     ("argv", "words"),
@@ -370,12 +382,12 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path, capsy
     blocker.write_text("")
     assert cli.main(["report", str(SAMPLE), "--out", str(blocker)]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {blocker}: not a directory\n"
+    assert err == f"error: --out {blocker}: not a directory\n"
 
 
 def test_the_main_job_checks_its_output_folders_before_measuring(stub_sweep, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert cli.main(["--out", str(blocker), "--no-progress"]) == 2
-    assert capsys.readouterr().err == f"error: {blocker}: not a directory\n"
+    assert capsys.readouterr().err == f"error: --out {blocker}: not a directory\n"
     assert stub_sweep == []  # nothing was measured

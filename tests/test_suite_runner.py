@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.methods import METHODS, Method, get_method
-from bench.results import CASE_FIELDS, load_results, samples
+from bench.results import CASE_FIELDS, load_results
 from bench.suite_runner import BenchmarkRunError, run_benchmarks
 
 FAST = ["--benchmark-max-time=0.02"]
@@ -56,19 +56,22 @@ def test_results_file_has_every_field_samples_skips_and_failures(
         "smoke", "cpu", names, output=tmp_path / "r.json", progress=False, pytest_args=FAST
     )
     assert path == tmp_path / "r.json"
-    data = load_results(path)
+    assert len(load_results(path).cases) == 3  # the loader every command uses reads it
+    data = json.loads(path.read_text())
 
     timed = {b["extra_info"]["method"]: b for b in data["benchmarks"]}
     assert set(timed) == {"autograd", "analytic", "wrong"}
     for entry in timed.values():
         assert set(entry["extra_info"]) == set(CASE_FIELDS)
-        assert len(samples(entry)) == entry["stats"]["rounds"] >= 5
+        assert len(entry["stats"]["data"]) == entry["stats"]["rounds"] >= 5
         assert entry["extra_info"]["device"] == "cpu"
     assert timed["autograd"]["extra_info"]["speedup_vs_autograd"] == 1.0
     assert timed["analytic"]["extra_info"]["speedup_vs_autograd"] > 0
     assert timed["analytic"]["extra_info"]["oracle_ok"] is True
     assert timed["wrong"]["extra_info"]["oracle_ok"] is False  # timed, and flagged
 
+    assert data["vecreg"]["complete"] is True
+    assert data["vecreg"]["cases_total"] == data["vecreg"]["cases_done"] == 5
     (skipped,) = data["vecreg"]["skipped"]
     assert skipped["method"] == "triton_step" and "TRITON_INTERPRET=1" in skipped["reason"]
     (failed,) = data["vecreg"]["failed"]
@@ -91,7 +94,8 @@ def test_a_run_with_nothing_timed_still_saves_the_skips(tmp_path, monkeypatch, c
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     path = run_benchmarks("smoke", "cpu", ["triton_step"], output=tmp_path / "r.json")
     data = load_results(path)
-    assert data["benchmarks"] == [] and len(data["vecreg"]["skipped"]) == 1
+    assert data.cases == () and len(data.skipped) == 1 and data.complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.log"]  # no temporary
     assert capsys.readouterr().out == ""  # with the progress bar, pytest's output goes to a log
     assert "triton_step" in path.with_suffix(".log").read_text()
 
@@ -136,8 +140,11 @@ def test_pytest_benchmark_only_from_the_root_prints_tables_and_the_path(tmp_path
     assert "benchmark 'B4xD33-K10-lr1.65-float32'" in done.stdout
     assert f"results: {out}" in done.stdout
     assert "deselected" in done.stdout  # the unit tests are not listed one by one
-    assert json.loads(out.read_text())["benchmarks"][0]["extra_info"]["method"] == "analytic"
+    data = json.loads(out.read_text())
+    assert data["benchmarks"][0]["extra_info"]["method"] == "analytic"
+    assert data["vecreg"]["complete"] is True and data["vecreg"]["cases_done"] == 1
     # The same report `python -m bench report` builds, from the file just saved.
-    report = (tmp_path / "reports" / "latest").resolve() / "index.html"
+    reports = tmp_path / "reports"
+    report = reports / (reports / "latest").readlink() / "index.html"  # latest -> <run-id>
     assert f"report: {report}" in done.stdout
     assert "B4xD33-K10-lr1.65-float32" in report.read_text(encoding="utf-8")

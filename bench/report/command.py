@@ -36,8 +36,11 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.paths import check_folder
     from bench.report import write_report
+    from bench.report.build import DEFAULT_OUT
 
+    check_folder(DEFAULT_OUT if args.out is None else args.out, "--out")
     run_dir = write_report(args.results, out=args.out, baseline=args.baseline)
     print(f"report: {run_dir / 'index.html'}")
     return 0
