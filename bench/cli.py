@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("bench.baseline", "save a results file as this device's baseline"),
     "gpu-check": ("bench.gpu_check", "on a CUDA machine: CUDA tests, GPU sweeps and report in DIR"),
     "seed": ("bench.seed_case", "fit the question's case with every method and print the steps"),
+    "doctor": ("bench.doctor", "what the harness needs and what this machine has; each method"),
 }
 
 # What a command is doing from its start, for the line of an interrupted run ("interrupted ...");
@@ -37,6 +38,7 @@ STAGES: dict[str, str] = {
     "baseline": "while saving the baseline",
     "gpu-check": "before the first case",
     "seed": "while fitting the question's case",
+    "doctor": "while checking this machine",
 }
 
 
