@@ -128,7 +128,9 @@ def write(path: Path, data: dict[str, Any]) -> Path:
 def sample_sweep() -> dict[str, Any]:
     """A small made-up CUDA sweep: five methods (triton_fused among them, above the copy roof on
     the large problem), three sizes, one noisy case, one oracle failure, one skipped and one
-    failed case. tests/data/sample_sweep.json is this, written with `write`."""
+    failed case; one speedup with no clear difference from autograd (compiled on the smallest
+    problem) and one tie (compiled and triton_step on the largest). tests/data/sample_sweep.json
+    is this, written with `write`."""
     device_name = "Synthetic GPU (test data)"
     copy_gbs = 2000.0
     problems = [
@@ -143,12 +145,21 @@ def sample_sweep() -> dict[str, Any]:
         "compiled": (9e-6, 0.8),
         "triton_step": (4e-6, 0.9),
     }
+    # (method, problem index) -> seconds per step, where the model above does not say it: on the
+    # smallest problem torch.compile's guard checks cost about what autograd's bookkeeping does
+    # (a speedup whose interval includes 1); on the largest, compiled and triton_step both sit at
+    # the copy roof, within each other's noise (a tie).
+    placed = {("compiled", 0): 59.5e-6, ("compiled", 2): 117e-6}
     entries = []
-    for problem in problems:
+    for index, problem in enumerate(problems):
         nbytes = 3 * 4 * problem.elements
         for method, (overhead, fraction) in model.items():
             per_step = overhead + nbytes / (fraction * copy_gbs * 1e9)
-            entries.append(_case(method, problem, per_step, copy_gbs, device_name))
+            per_step = placed.get((method, index), per_step)
+            # analytic on B64xD1024 is noisy: IQR / median of its samples 31% (numpy's quartiles,
+            # bench.stats), while the exclusive quartiles `entry` writes give 50%.
+            factors = NOISY_FACTORS if (method, index) == ("analytic", 1) else STEADY_FACTORS
+            entries.append(_case(method, problem, per_step, copy_gbs, device_name, factors))
         # One launch for all K steps: x and t read once, x written once.
         fused = (5e-6 + nbytes / (0.9 * copy_gbs * 1e9)) / problem.steps
         entries.append(_case("triton_fused", problem, fused, copy_gbs, device_name))
@@ -160,8 +171,6 @@ def sample_sweep() -> dict[str, Any]:
         info["speedup_vs_autograd"] = (
             autograd[info["problem"]]["extra_info"]["time_per_step_s"] / info["time_per_step_s"]
         )
-    noisy = entries[6]["extra_info"]  # analytic, B64xD1024
-    noisy.update(iqr_over_median=0.31, noisy=True)
     broken = entries[8]["extra_info"]  # triton_step, B64xD1024
     broken.update(oracle_ok=False, oracle_max_abs_err=0.03)
     data = results(entries, device_name=device_name)
@@ -195,9 +204,21 @@ def sample_sweep() -> dict[str, Any]:
     return data
 
 
-def _case(method: str, problem: Problem, per_step: float, copy_gbs: float, device_name: str):
+# Samples of one fit, relative to its median: a steady case (IQR 2% of the median) and a noisy one.
+STEADY_FACTORS = (0.98, 0.99, 1.0, 1.01, 1.03)
+NOISY_FACTORS = (0.8, 0.85, 1.0, 1.16, 1.5)
+
+
+def _case(
+    method: str,
+    problem: Problem,
+    per_step: float,
+    copy_gbs: float,
+    device_name: str,
+    factors: tuple[float, ...] = STEADY_FACTORS,
+):
     fit = per_step * problem.steps
-    samples = [fit * f for f in (0.98, 0.99, 1.0, 1.01, 1.03)]
+    samples = [fit * f for f in factors]
     e = entry(method, problem, samples, device="cuda", device_name=device_name)
     info = e["extra_info"]
     info.update(

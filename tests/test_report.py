@@ -233,6 +233,7 @@ def stub_sweep(monkeypatch, tmp_path):
         progress=True,
         *,
         pytest_args=(),
+        **options,  # the sweep's further options (precision, threads): not what is checked here
     ):
         calls.append(
             {

@@ -16,7 +16,8 @@ import pandas as pd
 from bench.baseline import device_slug
 from bench.report import html, plots, tables
 from bench.report.publish import point_latest, publish, staging_folder
-from bench.results import Results
+from bench.results import NOISY_IQR_OVER_MEDIAN, Results
+from bench.stats import MIN_SAMPLES
 
 DEFAULT_OUT = Path("reports")
 
@@ -72,17 +73,7 @@ def build(
 
     timing = tables.timing_tables(cases)
     missing = tables.not_measured_table(data)
-    speedups = tables.speedup_summary(cases)
-    summary_table = None
-    if not speedups.empty:
-        summary_table = tables.frame_view(
-            speedups.reset_index(),
-            "Speedup over autograd (median time per step)",
-            "Problems as rows, methods as columns; above 1x is faster than autograd.",
-        )
-        summary_table.rows = [
-            [row[0], *[c if c == "—" else f"{c}x" for c in row[1:]]] for row in summary_table.rows
-        ]
+    summary_table = tables.speedup_view(cases)
     timing_notes = [] if timing else ["No timings in this results file."]
     if not data.complete:
         timing_notes.insert(
@@ -126,7 +117,10 @@ def build(
             "speedup",
             "Speedup over autograd",
             lambda: plots.speedup_figure(cases),
-            "Autograd's median time per step over each method's, per problem; log scale.",
+            "Autograd's median time per step over each method's, per problem; log scale. "
+            "Whiskers: the 95% interval of that ratio. Hatched bars: the interval includes 1 "
+            "(the dashed line), no clear difference from autograd. Faded bars, without whiskers: "
+            f"fewer than {MIN_SAMPLES} samples on a side (untested).",
         ),
         (
             "bandwidth",
@@ -160,9 +154,13 @@ def build(
             [],
             [
                 *timing_notes,
-                "Rows marked yellow are noisy (IQR above 10% of the median): do not trust their "
-                "time. Rows marked red failed the oracle check:"
-                " the time is not of a correct fit.",
+                f"Rows marked yellow are noisy (IQR above {NOISY_IQR_OVER_MEDIAN:.0%} of the "
+                "median), imprecise (out of time before the median was known to the precision "
+                "asked for), measured while the machine was busy or with GPU throttling in the "
+                "samples: do not trust their time. "
+                "Rows marked red failed the oracle check: the time is not of a correct fit. "
+                "Methods are listed fastest first, but ranked only where the 95% intervals of "
+                "their medians do not overlap (=: no order claimed).",
             ],
         )
     )

@@ -27,7 +27,7 @@ th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; vertical
 th { background: #f6f8fa; }
 td.n { text-align: right; white-space: nowrap; }
 table.env td { text-align: left; }
-tr.noisy td { background: #fff8c5; }
+tr.noisy td, tr.imprecise td, tr.busy td, tr.throttled td { background: #fff8c5; }
 tr.bad td { background: #ffebe9; }
 tr.pitfall td { background: #fbefff; }
 tr.muted td { color: #8c959f; }
@@ -37,8 +37,10 @@ figcaption { font-size: 12px; color: #57606a; max-width: 60rem; }
 nav a { margin-right: 1rem; }
 """
 
-# Numbers, durations, percentages, speedups and the "no value" dash are right-aligned.
-NUMERIC = re.compile(r"^([-+]?(\d[\d,.]*(e[-+]?\d+)?|inf)( ?(ns|µs|ms|s|%|x))?|—)$")
+# Numbers, durations, percentages, speedups and the "no value" dash are right-aligned, with what
+# bench.report.tables adds to them: a rank's "=", "±3.0%", "[6.52, 7.38]", "~1x", "(untested)".
+_NUMBER = r"[-+]?(\d[\d,.]*(e[-+]?\d+)?|inf)( ?(ns|µs|ms|s|%|x))?"
+NUMERIC = re.compile(rf"^([=~]?{_NUMBER}( (±{_NUMBER}|\[{_NUMBER}, {_NUMBER}\]|\(untested\)))?|—)$")
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from bench.convergence import CLOSED_FORM, ORIGINAL_QUESTION, regime
-from bench.report.tables import METHOD_ORDER
+from bench.report.tables import BASELINE_METHOD, METHOD_ORDER
+from bench.stats import MIN_SAMPLES
 
 # Methods that do all K steps in one pass over memory; their bytes-per-step figure is not a
 # per-step traffic, so they can sit above the per-step copy roof.
@@ -26,6 +30,9 @@ ONE_PASS_NOTE = (
     "counts 3 x itemsize x B x D bytes for every step, so it can rise above the copy roof."
 )
 DPI = 110
+# How speedup bars without a clear difference from autograd, or without an interval, look.
+UNCLEAR_HATCH, UNCLEAR_EDGE = "///", "0.25"
+UNTESTED_ALPHA = 0.4
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -164,16 +171,18 @@ def time_figure(cases: pd.DataFrame) -> Figure | None:
 
 
 def speedup_figure(cases: pd.DataFrame) -> Figure | None:
-    """Speedup over autograd per problem, one bar per method (log scale; 1x = autograd)."""
-    data = cases[np.isfinite(cases.speedup_vs_autograd) & (cases.method != "autograd")]
+    """Speedup over autograd per problem, one bar per method (log scale; 1x = autograd), with
+    whiskers for the 95% interval of each speedup (none where the case is untested)."""
+    data = cases[np.isfinite(cases.speedup_vs_autograd) & (cases.method != BASELINE_METHOD)]
     if data.empty:
         return None
     label = data.problem + (" " + data.device if data.device.nunique() > 1 else "")
     data = data.assign(case=label)
     colours = palette(list(data.method.unique()))
     order = sorted(data.case.unique(), key=lambda c: (data[data.case == c].elements.iloc[0], c))
+    hue_order = [m for m in colours if m in set(data.method)]
     bars = len(order) * data.method.nunique()
-    fig = Figure(figsize=(8, min(60.0, 1.2 + 0.22 * bars + 0.3 * len(order))), layout="constrained")
+    fig = Figure(figsize=(8, min(60.0, 1.4 + 0.22 * bars + 0.3 * len(order))), layout="constrained")
     ax = fig.subplots()
     sns.barplot(
         data=data,
@@ -181,22 +190,91 @@ def speedup_figure(cases: pd.DataFrame) -> Figure | None:
         x="speedup_vs_autograd",
         hue="method",
         order=order,
-        hue_order=[m for m in colours if m in set(data.method)],
+        hue_order=hue_order,
         palette=colours,
         orient="h",
         estimator="median",
         errorbar=None,
         ax=ax,
     )
+    unclear, untested = _interval_whiskers(ax, data, order, hue_order)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", ls="--", lw=1)
-    ax.text(1.0, 1.0, " autograd = 1x", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8)
-    ax.set_xlabel("speedup over autograd (median time per step), log scale")
+    _speedup_ticks(ax)
+    ax.set_xlabel(
+        "speedup over autograd (median time per step), log scale; whiskers: its 95% interval"
+    )
     ax.set_ylabel("")
     ax.set_title("Speedup over autograd", fontsize=10)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the data
+    # The 1x line and the bar styles are named in the legend, where no bar or title covers them.
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", ls="--", lw=1))
+    labels.append("autograd = 1x")
+    if unclear:
+        handles.append(Patch(facecolor="white", edgecolor=UNCLEAR_EDGE, hatch=UNCLEAR_HATCH))
+        labels.append("hatched: interval includes 1,\nno clear difference")
+    if untested:
+        handles.append(Patch(facecolor="0.5", alpha=UNTESTED_ALPHA))
+        labels.append(f"faded: untested\n(< {MIN_SAMPLES} samples a side)")
+    ax.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="x", which="both", alpha=0.3)
     return fig
+
+
+def _speedup_ticks(ax) -> None:
+    """Labels such as '0.2x', '1x', '10x' on the log axis, spaced so that none overlap: evenly
+    spaced where the axis spans less than a decade, 1, 2 and 5 per decade where it spans a few,
+    one per decade or fewer where it spans many; none on the minor ticks (matplotlib labels them
+    on a short axis, over each other)."""
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    if decades < 0.7:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    elif decades <= 2.5:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,), numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _interval_whiskers(
+    ax, data: pd.DataFrame, order: list[str], hue_order: list[str]
+) -> tuple[int, int]:
+    """One errorbar per bar that has an interval; bars whose interval includes 1 hatched, bars
+    without an interval (untested) faded. Returns how many bars are (unclear, untested).
+
+    seaborn draws one BarContainer per method of `hue_order`, each with a bar for every case of
+    `order` that method has; the bar's centre is on the case's row."""
+    intervals = {
+        (row.case, row.method): (row.speedup_vs_autograd, row.speedup_low, row.speedup_high)
+        for row in data.itertuples(index=False)
+    }
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    x, y, below, above = [], [], [], []
+    unclear = untested = 0
+    for method, container in zip(hue_order, bars, strict=False):
+        for patch in container.patches:
+            centre = patch.get_y() + patch.get_height() / 2
+            case = order[round(centre)]
+            estimate, low, high = intervals.get((case, method), (math.nan,) * 3)
+            if not np.isfinite([estimate, low, high]).all():
+                patch.set_alpha(UNTESTED_ALPHA)  # a point value, no whisker
+                untested += 1
+                continue
+            if low <= 1.0 <= high:
+                patch.set_hatch(UNCLEAR_HATCH)
+                patch.set_edgecolor(UNCLEAR_EDGE)
+                unclear += 1
+            x.append(estimate)
+            y.append(centre)
+            below.append(max(estimate - low, 0.0))
+            above.append(max(high - estimate, 0.0))
+    if x:
+        ax.errorbar(
+            x, y, xerr=[below, above], fmt="none", ecolor="black", elinewidth=1, capsize=2.5
+        )
+    return unclear, untested
 
 
 def bandwidth_figure(cases: pd.DataFrame) -> Figure | None:

@@ -2,6 +2,12 @@
 
 A `Table` is strings only (title, header, rows, one CSS class per row), so the HTML and Markdown
 writers need no pandas; numbers are formatted here, once.
+
+Every headline carries its uncertainty (bench.stats, from each case's raw samples): a time per step
+comes with the relative half-width of its median's 95% interval, a speedup over autograd with the
+95% interval of the ratio of medians, and the timing tables rank methods only where the intervals
+prove an order (`tie_ranks`). The wording is defined here once (`speedup_text`, SPEEDUP_CAPTION)
+and used by the HTML page, summary.md and the console summary alike.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from bench import stats
 from bench.convergence import ORIGINAL_QUESTION
 from bench.methods import METHODS
 from bench.results import CASE_FIELDS, NOISY_IQR_OVER_MEDIAN, Results
@@ -22,7 +30,41 @@ BASELINE_METHOD = "autograd"
 METHOD_ORDER = (*METHODS, ORIGINAL_QUESTION)
 # The fields of CASE_FIELDS that are not numbers.
 TEXT_FIELDS = ("method", "problem", "dtype", "device", "device_name")
-FLAG_FIELDS = ("noisy", "oracle_ok")
+# Per-case fields of the sampler and the machine check, optional in extra_info (files written
+# before them lack them; read with .get, so a model or file without them costs only their flags):
+# `imprecise` (out of time before the median was known to the target precision), `precision`
+# (the relative half-width achieved) and `precision_target`, `busy` (the machine was loaded),
+# `throttled` (rounds under GPU throttling had to be kept) and `throttled_rounds`.
+OPTIONAL_FLAGS = (
+    "imprecise",
+    "precision",
+    "precision_target",
+    "busy",
+    "throttled",
+    "throttled_rounds",
+)
+FLAG_FIELDS = ("noisy", "oracle_ok", "imprecise", "busy", "throttled")
+# Figures computed here from the raw samples (bench.stats), one row per case.
+INTERVAL_COLUMNS = (
+    "time_per_step_low_s",  # 95% interval of the median time of one fit, / K
+    "time_per_step_high_s",
+    "median_halfwidth",  # that interval's larger half-width / the median (the "+-2%")
+    "speedup_low",  # 95% interval of autograd's median / this median
+    "speedup_high",
+)
+SPEEDUP_CAPTION = (
+    "Speedup = autograd's median time over the method's, same problem: above 1x is faster. "
+    "[low, high] is its 95% confidence interval, from the raw samples of both cases "
+    "(bench.stats.ratio_interval). ~1x [low, high]: the interval includes 1, no clear "
+    f"difference from autograd. (untested): fewer than {stats.MIN_SAMPLES} samples on a side, "
+    "a point value with no interval and no claim."
+)
+RANK_CAPTION = (
+    "rank: 1 + the number of methods proven faster (95% intervals of the median time apart); "
+    "=: its interval overlaps another's, no order claimed between them. ±: that interval's "
+    "half-width over the median. IQR: of the raw samples, over their median. Speedups as in the "
+    "summary: [low, high] is the 95% interval, ~1x no clear difference from autograd."
+)
 
 
 def method_order(names) -> list[str]:
@@ -41,35 +83,73 @@ class Table:
 
 
 def cases_frame(results: Results) -> pd.DataFrame:
-    """One row per measured case: every CASE_FIELD (missing ones as NA), speedup filled in.
+    """One row per measured case: every CASE_FIELD (missing ones as NA), with the figures that
+    come from the raw samples (bench.stats) computed here, once, for every table and plot.
 
-    The speedup over autograd is taken from the file where it is there, else computed from
-    autograd's median on the same problem and device.
+    From the samples, whatever the file says: `iqr_over_median`, `time_per_step_iqr_s` and the
+    `noisy` flag (one definition of the IQR, not pytest-benchmark's quartiles), the 95% interval
+    of the median time (INTERVAL_COLUMNS) and the speedup over autograd on the same problem with
+    its 95% interval. The file's speedup is used only where the file holds no autograd case.
     """
     rows = []
     for case in results.cases:
         row = dict(case.info)
+        for name in OPTIONAL_FLAGS:
+            row[name] = case.info.get(name)
+        row.update(_sample_figures(case.samples, float(case.info["steps"])))
         row["elements"] = float(case.info["batch"]) * float(case.info["dim"])
         row["rounds"] = case.samples.size
         rows.append(row)
-    columns = [*CASE_FIELDS, "elements", "rounds"]
+    _add_speedups(results, rows)
+    # The results model may hold some of these fields itself: each column once.
+    columns = list(dict.fromkeys([*CASE_FIELDS, *OPTIONAL_FLAGS, *INTERVAL_COLUMNS]))
+    columns += ["elements", "rounds"]
     frame = pd.DataFrame(rows, columns=columns)
     numeric = [c for c in columns if c not in (*TEXT_FIELDS, *FLAG_FIELDS)]
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in TEXT_FIELDS:
         frame[column] = frame[column].astype(str)
-    if frame.empty:
-        return frame
-    baseline = (
-        frame[frame.method == BASELINE_METHOD]
-        .groupby(["problem", "device"])["time_per_step_s"]
-        .median()
-    )
-    key = list(zip(frame.problem, frame.device, strict=True))
-    computed = [baseline.get(k, math.nan) for k in key] / frame.time_per_step_s
-    frame["speedup_vs_autograd"] = frame.speedup_vs_autograd.fillna(computed)
     return frame
+
+
+def _sample_figures(samples, steps: float) -> dict[str, Any]:
+    spread = stats.iqr_over_median(samples)
+    figures = {
+        "iqr_over_median": spread,
+        "time_per_step_iqr_s": stats.iqr(samples) / steps,
+        "noisy": bool(spread > NOISY_IQR_OVER_MEDIAN),
+        "time_per_step_low_s": math.nan,
+        "time_per_step_high_s": math.nan,
+        "median_halfwidth": math.nan,
+    }
+    if len(samples) >= stats.MIN_SAMPLES:  # below it, no interval: the case is untested
+        median = stats.median_interval(samples)
+        figures["time_per_step_low_s"] = median.low / steps
+        figures["time_per_step_high_s"] = median.high / steps
+        figures["median_halfwidth"] = median.relative_halfwidth()
+    return figures
+
+
+def _add_speedups(results: Results, rows: list[dict[str, Any]]) -> None:
+    """speedup_vs_autograd, speedup_low and speedup_high of each row, from the raw samples of
+    autograd's case on the same problem, dtype and device and of the row's own case."""
+    baseline = {
+        case.key[1:]: case.samples for case in results.cases if case.method == BASELINE_METHOD
+    }
+    for case, row in zip(results.cases, rows, strict=True):
+        base = baseline.get(case.key[1:])
+        low = high = math.nan
+        if case.method == BASELINE_METHOD:
+            speedup = low = high = 1.0  # the reference, by definition
+        elif base is None:  # no autograd here: the file's value, untested
+            speedup = row.get("speedup_vs_autograd")
+        elif min(base.size, case.samples.size) < stats.MIN_SAMPLES:
+            speedup = float(np.median(base) / np.median(case.samples))
+        else:
+            ratio = stats.ratio_interval(base, case.samples)
+            speedup, low, high = ratio.estimate, ratio.low, ratio.high
+        row.update(speedup_vs_autograd=speedup, speedup_low=low, speedup_high=high)
 
 
 def _flag(value: Any) -> bool:
@@ -100,8 +180,92 @@ def number(value: Any, fmt: str = ".3g", suffix: str = "") -> str:
     return f"{value:{fmt}}{suffix}"
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, without an exponent: 0.0921, 6.93, 11800."""
+    rounded = float(f"{value:.{digits}g}")
+    if rounded == 0 or not math.isfinite(rounded):
+        return number(rounded, "g")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}"
+
+
+def speedup_text(estimate: float, low: float, high: float, baseline: bool = False) -> str:
+    """A speedup as every view shows it (see SPEEDUP_CAPTION): '6.93x [6.52, 7.38]'; '~1x [0.97,
+    1.04]' where the interval includes 1 (no clear difference); '6.93x (untested)' without an
+    interval (too few samples); '1x' for autograd itself; '—' where there is no speedup."""
+    if baseline:
+        return "1x"
+    if estimate is None or not math.isfinite(estimate):
+        return "—"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{significant(estimate)}x (untested)"
+    bounds = f"[{significant(low)}, {significant(high)}]"
+    if low <= 1.0 <= high:
+        return f"~1x {bounds}"
+    return f"{significant(estimate)}x {bounds}"
+
+
+def time_text(median: float, halfwidth: float) -> str:
+    """'61.6 µs ±3.0%': a time per step with its 95% interval's relative half-width."""
+    if halfwidth is None or not math.isfinite(halfwidth):
+        return f"{seconds(median)} (untested)" if median and math.isfinite(median) else "—"
+    return f"{seconds(median)} ±{significant(100 * halfwidth, 2)}%"
+
+
+def tie_ranks(lows: list[float], highs: list[float]) -> list[str]:
+    """A rank for each interval that claims only what the intervals prove: 1 + the number of
+    intervals wholly below this one, with '=' where it overlaps another (no order claimed between
+    them); '—' for a case without an interval (untested)."""
+    known = [(lo, hi) for lo, hi in zip(lows, highs, strict=True) if math.isfinite(lo + hi)]
+    ranks = []
+    for low, high in zip(lows, highs, strict=True):
+        if not math.isfinite(low + high):
+            ranks.append("—")
+            continue
+        faster = sum(other_high < low for _, other_high in known)
+        # Itself overlaps itself once; any other overlap is a tie.
+        overlaps = sum(lo <= high and low <= hi for lo, hi in known) > 1
+        ranks.append(f"{'=' if overlaps else ''}{faster + 1}")
+    return ranks
+
+
+def _flags(case: Any) -> tuple[list[str], list[str]]:
+    """The flags of one case (texts) and its row's CSS classes."""
+    flags, css = [], []
+    if _flag(case.noisy):
+        flags.append(f"noisy (IQR {number(100 * case.iqr_over_median, '.0f')}% of median)")
+        css.append("noisy")
+    if _flag(case.imprecise):
+        achieved, target = _percent(case.precision), _percent(case.precision_target)
+        said = f"ran out of time at {achieved}" if achieved else "ran out of time"
+        flags.append(f"imprecise ({said}{f', target {target}' if target else ''})")
+        css.append("imprecise")
+    if _flag(case.busy):
+        flags.append("busy (the machine was loaded)")
+        css.append("busy")
+    if _flag(case.throttled):
+        count = case.throttled_rounds
+        rounds = f"{int(count)} " if isinstance(count, float) and math.isfinite(count) else ""
+        flags.append(f"throttled ({rounds}rounds under GPU throttling kept in the samples)")
+        css.append("throttled")
+    if case.oracle_ok is not None and not _flag(case.oracle_ok):
+        flags.append(f"ORACLE FAILED (max err {number(case.oracle_max_abs_err)})")
+        css.append("bad")
+    return flags, css
+
+
+def _percent(fraction: Any) -> str:
+    """'±3.4%' from 0.034; '' where there is no such number."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        return ""
+    return f"±{significant(100 * value, 2)}%" if math.isfinite(value) else ""
+
+
 def timing_tables(cases: pd.DataFrame) -> list[Table]:
-    """One table per problem and device, methods as rows, fastest first."""
+    """One table per problem and device, methods as rows, fastest first; ranks only where the
+    95% intervals of the medians prove them (`tie_ranks`)."""
     tables = []
     groups = sorted(
         cases.groupby(["problem", "device"], sort=False),
@@ -110,26 +274,31 @@ def timing_tables(cases: pd.DataFrame) -> list[Table]:
     for (problem, device), group in groups:
         group = group.sort_values("time_per_step_s", na_position="last")
         with_device_time = bool(group.device_time_per_step_s.notna().any())
-        header = ["method", "time / step", "IQR"]
+        header = ["rank", "method", "time / step", "IQR"]
         if with_device_time:
             header.append("device time / step")
         header += ["GB/s", "of copy BW", "speedup vs autograd", "setup", "flags"]
+        ranks = tie_ranks(list(group.time_per_step_low_s), list(group.time_per_step_high_s))
         rows, classes = [], []
-        for case in group.itertuples(index=False):
-            flags, css = [], []
-            if _flag(case.noisy) or (case.iqr_over_median or 0) > NOISY_IQR_OVER_MEDIAN:
-                flags.append(f"noisy (IQR {number(100 * case.iqr_over_median, '.0f')}% of median)")
-                css.append("noisy")
-            if case.oracle_ok is not None and not _flag(case.oracle_ok):
-                flags.append(f"ORACLE FAILED (max err {number(case.oracle_max_abs_err)})")
-                css.append("bad")
-            row = [case.method, seconds(case.time_per_step_s), seconds(case.time_per_step_iqr_s)]
+        for rank, case in zip(ranks, group.itertuples(index=False), strict=True):
+            flags, css = _flags(case)
+            row = [
+                rank,
+                case.method,
+                time_text(case.time_per_step_s, case.median_halfwidth),
+                number(100 * case.iqr_over_median, ".2g", "%"),
+            ]
             if with_device_time:
                 row.append(seconds(case.device_time_per_step_s))
             row += [
                 number(case.bandwidth_gbs, ".3g"),
                 number(100 * case.copy_fraction, ".3g", "%"),
-                number(case.speedup_vs_autograd, ".3g", "x"),
+                speedup_text(
+                    case.speedup_vs_autograd,
+                    case.speedup_low,
+                    case.speedup_high,
+                    baseline=case.method == BASELINE_METHOD,
+                ),
                 seconds(case.setup_s),
                 "; ".join(flags),
             ]
@@ -141,7 +310,7 @@ def timing_tables(cases: pd.DataFrame) -> list[Table]:
             f"lr={number(first['lr'], 'g')}, {first['dtype']}, on {first['device_name']}. Bytes "
             "per step counted: 3 x itemsize x B x D (read x and t, write x) = "
             f"{_int(first['bytes_per_step'])}; copy bandwidth measured in the same run: "
-            f"{number(first['copy_bandwidth_gbs'])} GB/s."
+            f"{number(first['copy_bandwidth_gbs'])} GB/s. {RANK_CAPTION}"
         )
         tables.append(Table(f"{problem} on {device}", header, rows, classes, caption))
     return tables
@@ -165,20 +334,51 @@ def not_measured_table(results: Results) -> Table | None:
     return Table("Cases not measured", ["status", "method", "problem", "reason"], rows, classes)
 
 
+def _summary_cases(cases: pd.DataFrame) -> pd.DataFrame:
+    """The cases with a `case` label (the problem, and the device where there are several) in
+    the order the summary lists them: smallest problem first."""
+    label = cases.problem + (" " + cases.device if cases.device.nunique() > 1 else "")
+    return cases.assign(case=label)
+
+
 def speedup_summary(cases: pd.DataFrame) -> pd.DataFrame:
-    """Problems as rows, methods as columns, speedup over autograd: the one-glance answer."""
+    """Problems as rows, methods as columns, speedup over autograd (the point values; see
+    `speedup_view` for the view with intervals): the one-glance answer."""
     if cases.empty:
         return pd.DataFrame()
-    label = cases.problem + (" " + cases.device if cases.device.nunique() > 1 else "")
-    wide = cases.assign(case=label).pivot_table(
+    labelled = _summary_cases(cases)
+    wide = labelled.pivot_table(
         index="case", columns="method", values="speedup_vs_autograd", aggfunc="median"
     )
-    size = cases.assign(case=label).groupby("case").elements.min()
+    size = labelled.groupby("case").elements.min()
     wide = wide.loc[sorted(wide.index, key=lambda case: (size[case], case))]
     wide = wide[method_order(wide.columns)]
     wide.columns.name = None
     wide.index.name = "problem"
     return wide
+
+
+def speedup_view(cases: pd.DataFrame) -> Table | None:
+    """The speedup summary as a reader sees it everywhere (HTML, summary.md, console): problems
+    as rows, methods as columns, each speedup with its 95% interval (`speedup_text`)."""
+    if cases.empty:
+        return None
+    labelled = _summary_cases(cases)
+    size = labelled.groupby("case").elements.min()
+    order = sorted(size.index, key=lambda case: (size[case], case))
+    methods = method_order(labelled.method.unique())
+    cells = {
+        (row.case, row.method): speedup_text(
+            row.speedup_vs_autograd,
+            row.speedup_low,
+            row.speedup_high,
+            baseline=row.method == BASELINE_METHOD,
+        )
+        for row in labelled.itertuples(index=False)
+    }
+    rows = [[case, *(cells.get((case, m), "—") for m in methods)] for case in order]
+    title = "Speedup over autograd (median time per step, with its 95% interval)"
+    return Table(title, ["problem", *methods], rows, caption=SPEEDUP_CAPTION)
 
 
 # bench.environment's fields, in the order a reader looks for them; others follow, sorted.
