@@ -43,6 +43,7 @@ PACKAGES = (
     Need("seaborn", "seaborn", "0.13", True, "report plots"),
     Need("scipy", "scipy", "1.10", True, "confidence intervals: compare, ab, reports"),
     Need("tqdm", "tqdm", "4.60", False, "progress bars"),
+    Need("ruptures", "ruptures", "1.1", False, "change points in the history (history check)"),
     Need("jax", "jax", "0.4", False, "the jax peer method"),
     Need("nvidia-ml-py", "nvidia-ml-py", "12", False, "GPU clocks and throttling in results"),
 )
