@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gpu-check": ("bench.gpu_check", "on a CUDA machine: CUDA tests, GPU sweeps and report in DIR"),
     "seed": ("bench.seed_case", "fit the question's case with every method and print the steps"),
     "doctor": ("bench.doctor", "what the harness needs and what this machine has; each method"),
+    "ab": ("bench.ab", "two git revisions timed in one run, interleaved; exit 1 on a slowdown"),
     "history": ("bench.history", "runs kept per device; change points across commits; trend page"),
 }
 
@@ -40,6 +41,7 @@ STAGES: dict[str, str] = {
     "gpu-check": "before the first case",
     "seed": "while fitting the question's case",
     "doctor": "while checking this machine",
+    "ab": "during the A/B run",
     "history": "while working on the history",
 }
 
