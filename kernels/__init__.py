@@ -1,4 +1,5 @@
-"""Triton kernels of vecreg-bench: one module per kernel family, each kernel beside its launcher.
+"""Triton kernels of vecreg-bench: one module per kernel family, each kernel beside its launcher;
+`rounding` holds what both share, to round in Triton's interpreter as on a GPU.
 
 Whether a kernel runs on the GPU or in Triton's interpreter is decided when it is decorated, so
 TRITON_INTERPRET=1 must be set before these modules are imported.

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 from kernels import as_acc
+from kernels.rounding import convert, interpreted, update
 
 
 @triton.jit(do_not_specialize=["steps"])
@@ -30,13 +30,14 @@ def _fused_kernel(
     BLOCK_SIZE: tl.constexpr,
     ACC_DTYPE: tl.constexpr,  # float32, or float64 for float64 inputs.
     PER_ELEMENT: tl.constexpr,  # Row k holds each element's (x - t)^2, not one sum per program.
+    INTERPRETED: tl.constexpr,  # In Triton's interpreter: round as a GPU does.
 ):
     pid = tl.program_id(0)
     offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offsets < n_elements
     # Masked lanes hold x = t = 0: their difference is 0, so they add nothing to the loss.
-    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-    t = tl.load(t_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
+    x = convert(tl.load(x_ptr + offsets, mask=mask, other=0.0), ACC_DTYPE, INTERPRETED)
+    t = convert(tl.load(t_ptr + offsets, mask=mask, other=0.0), ACC_DTYPE, INTERPRETED)
     scale = tl.load(scale_ptr)
     for k in tl.range(0, steps):
         diff = x - t
@@ -46,8 +47,9 @@ def _fused_kernel(
             tl.store(partials_ptr + k * partials_stride + pid, tl.sum(diff * diff, axis=0))
         # Round to x's dtype after every step, as every method does: x in registers is always a
         # value that x's dtype can hold (a no-op for float32 and float64).
-        x = (x - scale * diff).to(x_ptr.dtype.element_ty).to(ACC_DTYPE)
-    tl.store(x_ptr + offsets, x.to(x_ptr.dtype.element_ty), mask=mask)
+        x = convert(update(x, scale, diff, INTERPRETED), x_ptr.dtype.element_ty, INTERPRETED)
+        x = convert(x, ACC_DTYPE, INTERPRETED)
+    tl.store(x_ptr + offsets, convert(x, x_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 # (BLOCK_SIZE, num_warps): 8 to 32 elements a thread, i.e. 16 to 64 registers for x and t in
@@ -76,9 +78,8 @@ PER_ELEMENT_MAX_N = 2**14
 # to the arithmetic of 1024 steps), so a fit never needs more than twice x's memory plus 64 MiB.
 PARTIALS_MIN_CAP_BYTES = 64 * 2**20
 
-# Under TRITON_INTERPRET=1 `triton.jit` returns an interpreter wrapper rather than a JITFunction;
-# decided once, when this module is imported.
-INTERPRETED = not isinstance(_fused_kernel, JITFunction)
+# Decided once, when this module is imported (see kernels.rounding.interpreted).
+INTERPRETED = interpreted(_fused_kernel)
 
 if INTERPRETED:
     _tuned_kernel = None
@@ -157,7 +158,7 @@ def fit(
         if config is None:
             _tuned_kernel[lambda meta: (triton.cdiv(n_elements, meta["BLOCK_SIZE"]),)](
                 x, t, scale, partials, k, stride, n_elements,
-                ACC_DTYPE=acc_tl, PER_ELEMENT=per_element,
+                ACC_DTYPE=acc_tl, PER_ELEMENT=per_element, INTERPRETED=INTERPRETED,
             )  # fmt: skip
             # Read on the host after the launch: the config this key was tuned to, no sync.
             programs = triton.cdiv(n_elements, _tuned_kernel.best_config.kwargs["BLOCK_SIZE"])
@@ -166,7 +167,8 @@ def fit(
             programs = triton.cdiv(n_elements, block)
             _fused_kernel[(programs,)](
                 x, t, scale, partials, k, stride, n_elements,
-                BLOCK_SIZE=block, ACC_DTYPE=acc_tl, PER_ELEMENT=per_element, num_warps=warps,
+                BLOCK_SIZE=block, ACC_DTYPE=acc_tl, PER_ELEMENT=per_element,
+                INTERPRETED=INTERPRETED, num_warps=warps,
             )  # fmt: skip
         columns = n_elements if per_element else programs
         torch.sum(partials[:k, :columns], dim=1, out=loss[start : start + k])
