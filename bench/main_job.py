@@ -46,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated dtypes to benchmark, of {', '.join(DTYPES)} (default: the sweep's)",
     )
     parser.add_argument(
+        "--precision",
+        default="2%",
+        metavar="P",
+        help="take rounds of each case until the 95%% interval of its median is within +-P of "
+        "it (e.g. 2%% or 0.02; 0: the whole budget) or its time budget is spent (default: 2%%)",
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        metavar="N",
+        help="torch's thread count for the run (default: the cores this process may use)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -71,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
         dtypes = plugin.parse_dtypes(args.dtypes) if args.dtypes is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        precision = plugin.parse_precision(args.precision)
+    except ValueError as exc:
+        raise UsageError(f"--precision: {exc}") from None
+    try:
+        threads = plugin.parse_threads(args.threads) if args.threads is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--threads: {exc}") from None
     if args.baseline is not None:
         load_results(args.baseline)  # a bad baseline fails now, not after the sweep
     # main_job() checks the output paths, before the sweep.
@@ -83,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         baseline=args.baseline,
         progress=not args.no_progress,
+        precision=precision,
+        threads=threads,
     )
     return 0
 
@@ -97,8 +120,11 @@ def main_job(
     baseline: Path | None = None,
     progress: bool = True,
     pytest_args: Sequence[str] = (),
+    precision: float | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Sweep, convergence study, report, summary; returns the report's run directory.
+    `precision` and `threads` go to the sweep (bench.suite_runner.run_benchmarks).
 
     The paths are checked first (bench.paths.OutputPathError names the option: --output, --out,
     --baseline)."""
@@ -120,6 +146,8 @@ def main_job(
             dtypes=dtypes,
             output=output,
             progress=progress,
+            precision=precision,
+            threads=threads,
             pytest_args=pytest_args,
         )
     except ValueError as exc:  # an unknown sweep, or a method the sweep cannot run

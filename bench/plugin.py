@@ -1,7 +1,12 @@
 """The pytest plugin of the benchmark suite (bench/suite.py), registered by the root conftest.py.
 
-- Options: --sweep NAME, --methods a,b, --device cpu|cuda, --dtype d1,d2 (bad values are usage
-  errors that name the value and the allowed ones).
+- Options: --sweep NAME, --methods a,b, --device cpu|cuda, --dtype d1,d2, --precision 2%,
+  --threads N (bad values are usage errors that name the value and the allowed ones).
+- Each case takes rounds until its median is known to +-`--precision` (95% interval) or its
+  `--benchmark-max-time` is spent (bench.timing); the precision reached is in its extra_info, and
+  the summary names the cases that ran out of time first (`imprecise`), or ran on a busy machine.
+- A benchmark session fixes torch's thread count (--threads, default: the cores this process may
+  use) and glibc's allocator thresholds (bench.environment), and records both.
 - Benchmarks run only with --benchmark-only; a plain `pytest` skips them at once.
 - Results: raw samples always saved; the JSON goes to reports/results/<UTC time>.json unless
   --benchmark-json names a file, and its path is printed at the end. `speedup_vs_autograd` is
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -38,7 +44,7 @@ from bench.paths import OutputPathError, check_file, check_folder
 from bench.problem import DTYPES, Problem, resolve_device
 from bench.results import CASE_KEY
 from bench.sweeps import DEFAULT_SWEEP, SWEEPS
-from bench.timing import CopyBandwidth
+from bench.timing import DEFAULT_PRECISION, CopyBandwidth
 
 SKIP_REASON = "benchmarks run with --benchmark-only"
 MARKER = "vecreg_benchmark"
@@ -78,6 +84,39 @@ def parse_dtypes(value: str) -> list[str]:
 
 def parse_device(value: str) -> str:
     return str(resolve_device(value))  # its ValueError names the value and the choices
+
+
+def parse_precision(value: str) -> float:
+    """'2%' or '0.02' -> 0.02: the relative half-width of the median's 95% interval at which a
+    case stops taking rounds; 0 takes rounds for the whole budget."""
+    raw = value.strip()
+    percent = raw.endswith("%")
+    try:
+        number = float(raw[:-1] if percent else raw)
+    except ValueError:
+        raise ValueError(f"precision {value!r} is not a number; use e.g. 2% or 0.02") from None
+    if not percent and 1 <= number < 100:
+        raise ValueError(
+            f"precision {value!r} is ambiguous: a bare number is a fraction; write {raw}% for "
+            "percent"
+        )
+    fraction = number / 100 if percent else number
+    if not math.isfinite(fraction) or not 0 <= fraction < 1:
+        raise ValueError(
+            f"precision {value!r} is not allowed; it must be at least 0 and below 100%, e.g. 2%"
+        )
+    return fraction
+
+
+def parse_threads(value: str) -> int:
+    """A positive whole number of torch threads."""
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"threads {value!r} is not allowed; it must be a whole number >= 1")
+    return threads
 
 
 def default_device() -> str:
@@ -132,13 +171,31 @@ class Run:
     announce: bool = True  # print "interrupted ..." in the summary (the suite runner says it)
     sigterm_installed: bool = False
     copy: CopyBandwidth = field(default_factory=CopyBandwidth)
+    precision: float = DEFAULT_PRECISION
+    threads_before: int | None = None  # restored at the end: pytest may run in a longer process
+    timed: list[dict[str, Any]] = field(default_factory=list)  # extra_info of each timed case
     _device_name: str | None = None
+    _monitor: environment.GpuMonitor | None = None
+    _monitor_opened: bool = False
 
     @property
     def device_name(self) -> str:
         if self._device_name is None:
             self._device_name = environment.device_name(self.device)
         return self._device_name
+
+    @property
+    def monitor(self) -> environment.GpuMonitor | None:
+        """The GPU's clock and throttling, read per round (None: not CUDA, or no NVML)."""
+        if not self._monitor_opened:
+            self._monitor_opened = True
+            self._monitor = environment.GpuMonitor.open(self.device)
+        return self._monitor
+
+    def close_monitor(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
 
     def cases(self) -> list[Any]:
         """(method, problem name, device type) of every case, as pytest params."""
@@ -238,6 +295,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
     group.addoption(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        metavar="P",
+        type=_argparse_type(parse_precision),
+        help="take rounds of a case until the 95%% interval of its median is within +-P of it "
+        "(e.g. 2%% or 0.02; 0: the whole budget), or until --benchmark-max-time is spent; "
+        f"default: {DEFAULT_PRECISION * 100:g}%%",
+    )
+    group.addoption(
+        "--threads",
+        default=None,
+        metavar="N",
+        type=_argparse_type(parse_threads),
+        help="torch's thread count for the run (default: the cores this process may use, "
+        f"here {environment.default_threads()})",
+    )
+    group.addoption(
         "--report-dir",
         default=None,
         metavar="DIR",
@@ -262,8 +336,14 @@ def pytest_configure(config: pytest.Config) -> None:
         active=bool(config.getoption("benchmark_only", default=False)),
     )
     run.problems = {p.name: p for p in select_problems(run.sweep, run.dtypes)}
+    run.precision = config.getoption("precision")
     config.stash[RUN] = run
     if run.active:
+        # The machine's part of the measurement, fixed for the session and recorded in
+        # machine_info["vecreg"] (torch_threads, malloc).
+        run.threads_before = torch.get_num_threads()
+        environment.set_threads(config.getoption("threads"))
+        environment.steady_allocator()
         # Raw samples in every saved file: the regression check tests significance on them.
         config.option.benchmark_save_data = True
         _check_outputs(config)
@@ -312,9 +392,15 @@ def _check_outputs(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = get_run(config)
-    if run is not None and run.sigterm_installed:
+    if run is None:
+        return
+    if run.sigterm_installed:
         interrupt.uninstall_for_session()
         run.sigterm_installed = False
+    run.close_monitor()
+    if run.threads_before is not None:
+        torch.set_num_threads(run.threads_before)
+        run.threads_before = None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -482,6 +568,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(f"skipped {case['method']} {case['problem']}: {case['reason']}")
     for case in run.failed:
         write(f"FAILED  {case['method']} {case['problem']}: {case['reason']}")
+    for line in sampling_summary(run.timed, run.precision):
+        write(line)
     if run.interrupted:
         if run.announce:
             hint = f"; python -m bench report {run.json_path} builds its report"
@@ -496,6 +584,35 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         out = config.getoption("report_dir") or config.rootpath / "reports"
         run.stage = f"while building the report; the results are saved in {run.json_path}"
         write_session_report(run.json_path, Path(out), write)
+
+
+def sampling_summary(timed: list[dict[str, Any]], precision: float) -> list[str]:
+    """Lines on how precise the timed cases are, and which were measured on a busy machine or
+    with a throttled GPU."""
+    if not timed:
+        return []
+    precise = sum(not info.get("imprecise") for info in timed)
+    lines = [
+        f"precision: {precise} of {len(timed)} cases reached +-{precision:.1%} "
+        "(the 95% interval of the median)"
+    ]
+    for info in timed:
+        name = f"{info['method']} {info['problem']}"
+        notes = []
+        if info.get("imprecise"):
+            notes.append(f"imprecise: +-{info['precision']:.1%} when the time budget ran out")
+        if info.get("busy"):
+            if info.get("cpu_stall") is not None:
+                notes.append(f"busy: tasks waited for a CPU {info['cpu_stall']:.0%} of the time")
+            else:
+                load = max(info.get(k) or 0.0 for k in ("load_before", "load_after"))
+                notes.append(f"busy: load average {load:.2f}, above {os.cpu_count()} CPUs")
+        if info.get("throttled_rounds"):
+            kept = ", kept: too few rounds without" if info.get("throttled") else " left out"
+            notes.append(f"{info['throttled_rounds']} rounds under GPU throttling{kept}")
+        if notes:
+            lines.append(f"  {name}: {'; '.join(notes)}")
+    return lines
 
 
 def write_session_report(results: Path, out: Path, write: Any) -> None:

@@ -4,7 +4,11 @@ The one results format of the project is pytest-benchmark's JSON, as `pytest --b
 saves it (raw samples included), so `pytest-benchmark compare` reads it too. Our additions:
 
 - each entry of `benchmarks` carries `extra_info` with the fields of `CASE_FIELDS`, and its
-  `stats.data` holds the raw samples: seconds per whole fit of K steps, host clock;
+  `stats.data` holds the raw samples: seconds per whole fit of K steps, host clock (the rounds
+  under GPU throttling left out, see bench.timing); the fields after `oracle_ok` (the median's
+  interval, the precision reached and asked for, `imprecise`, the load average, the CPU
+  pressure and `busy`, the throttled rounds and SM clocks) are optional: files written before
+  them lack them;
 - `machine_info["vecreg"]` holds the environment (device name, versions, clocks), see
   `bench.environment`;
 - the top-level `"vecreg"` key holds what a timing does not: `sweep`; the cases that did not
@@ -61,6 +65,20 @@ CASE_FIELDS: dict[str, str] = {
     "noisy": "True when iqr_over_median > NOISY_IQR_OVER_MEDIAN: not to be trusted",
     "oracle_max_abs_err": "max |x_K - closed form| of a fit made for the check",
     "oracle_ok": "True when that error is within the method's tolerance",
+    # Adaptive sampling and a quiet machine (optional: older files lack them; None = not known).
+    "time_per_step_low_s": "low end of the 95% interval of the median fit time (bench.stats) / K",
+    "time_per_step_high_s": "high end of that interval / K",
+    "precision": "achieved: that interval's larger half-width / the median (0.02 is +-2%)",
+    "precision_target": "the precision rounds were taken for (--precision)",
+    "imprecise": "True when the time budget ran out before the target precision was reached",
+    "load_before": "1-minute load average before the timed rounds (Linux only)",
+    "load_after": "1-minute load average after the timed rounds (Linux only)",
+    "cpu_stall": "share of the rounds' time some task waited for a CPU (Linux CPU pressure)",
+    "busy": "True when the machine was not quiet: cpu_stall > 5%, else load > logical CPUs",
+    "throttled_rounds": "rounds under thermal or power throttling, left out of the samples (NVML)",
+    "throttled": "True when throttled rounds are in the samples: too few rounds were free of it",
+    "sm_clock_min_mhz": "lowest GPU SM clock read after a round (NVML)",
+    "sm_clock_max_mhz": "highest GPU SM clock read after a round (NVML)",
 }
 
 # Above this IQR / median a timing is flagged noisy: its median is not to be trusted.
@@ -551,6 +569,19 @@ _CASE_CHECKS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "noisy": (_bool, False),
     "oracle_max_abs_err": (_any_number, False),
     "oracle_ok": (_bool, True),
+    "time_per_step_low_s": (_POSITIVE, False),
+    "time_per_step_high_s": (_POSITIVE, False),
+    "precision": (_NONNEG, False),
+    "precision_target": (_NONNEG, False),
+    "imprecise": (_bool, False),
+    "load_before": (_NONNEG, False),
+    "load_after": (_NONNEG, False),
+    "cpu_stall": (_NONNEG, False),
+    "busy": (_bool, False),
+    "throttled_rounds": (_count(0), False),
+    "throttled": (_bool, False),
+    "sm_clock_min_mhz": (_count(0), False),
+    "sm_clock_max_mhz": (_count(0), False),
 }
 assert set(_CASE_CHECKS) | set(CASE_KEY) == set(CASE_FIELDS)
 

@@ -43,6 +43,9 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
             device_name=run.device_name,
             budget_s=float(pytestconfig.getoption("benchmark_max_time")),
             min_rounds=int(pytestconfig.getoption("benchmark_min_rounds")),
+            precision=run.precision,
+            monitor=run.monitor,
+            disable_gc=bool(pytestconfig.getoption("benchmark_disable_gc")),
         )
     except Exception as exc:  # out of memory or a broken method: report it, go on with the sweep
         interrupt.check()  # unless the exception is an interruption that a library wrapped
@@ -54,6 +57,7 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
         run.record("failed", method, problem, reason)
         pytest.fail(reason, pytrace=False)
     benchmark.extra_info.update(info)
+    run.timed.append(info)
 
     if not info["oracle_ok"]:
         # The timing is kept (and flagged): a fast wrong method must not pass unnoticed.

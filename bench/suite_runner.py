@@ -32,11 +32,16 @@ def run_benchmarks(
     output: Path | None = None,
     progress: bool = True,
     *,
+    precision: float | None = None,
+    threads: int | None = None,
     pytest_args: Sequence[str] = (),
 ) -> Path:
     """Time `methods` (default: all) on the problems of `sweep` on `device` (default: cuda if
     present, else cpu), each problem in each of `dtypes` (default: the sweep's own); return the
     path of the results JSON (default: reports/results/<UTC time>.json under the working folder).
+    Each case takes rounds until its median is known to +-`precision` (a fraction; default 2%) or
+    its time budget is spent; `threads` fixes torch's thread count (default: the cores this
+    process may use).
 
     With `progress`, a progress bar names the case being timed and pytest's own output (tables,
     failures) goes to a .log file beside the JSON instead of the terminal. `pytest_args` are passed
@@ -63,6 +68,10 @@ def run_benchmarks(
         args.append(f"--methods={','.join(plugin.parse_methods(','.join(methods)))}")
     if dtypes is not None:
         args.append(f"--dtype={','.join(plugin.parse_dtypes(','.join(dtypes)))}")
+    if precision is not None:
+        args.append(f"--precision={plugin.parse_precision(repr(float(precision)))!r}")
+    if threads is not None:
+        args.append(f"--threads={plugin.parse_threads(str(threads))}")
     output = Path(output) if output is not None else plugin.default_json_path(Path.cwd())
     args += [f"--benchmark-json={output}", *pytest_args]
 

@@ -5,29 +5,53 @@ trace, from a fresh copy of x0 made outside the timed region. `measure` does, in
 
 1. `method.prepare` (compilation, autotuning, first-call allocation), untimed, recorded as setup_s;
 2. a fit checked against the closed form (bench.oracle), recorded as oracle_max_abs_err/oracle_ok;
-3. two warm-up fits, the second one timed to choose the number of rounds for the time budget;
-4. `benchmark.pedantic`: per round, `setup` copies x0 (untimed), the target runs the fit and waits
-   for the device (pytest-benchmark's timer is the host clock), and CUDA events time the fit on
-   the device;
-5. the derived figures of bench.results.CASE_FIELDS, from the raw host samples.
+3. two warm-up fits;
+4. timed rounds, adaptively (`sample`): in batches that grow geometrically, until the 95% interval
+   of the median fit time is within +-`precision` of it (bench.stats.median_interval) or the time
+   budget is spent, at least `min_rounds`. Per round: a fresh copy of x0 (untimed), the fit and a
+   wait for the device (host clock: the fit is done when the host can use its result), CUDA
+   events around the fit for the device time, and, where NVML is present, the SM clock and the
+   throttle reasons (untimed). Rounds under thermal or power throttling are left out;
+5. the kept rounds' host times recorded in pytest-benchmark's fixture as `benchmark.pedantic`
+   records its rounds, so that the results file is exactly what pytest-benchmark writes (its
+   `stats.data` the raw samples) and `pytest-benchmark compare` reads it;
+6. the derived figures of bench.results.CASE_FIELDS from those samples, through bench.stats; the
+   1-minute load average before and after the rounds and the CPU pressure during them, with the
+   `busy` flag (bench.environment).
+
+The clock and the GPU monitor are parameters, so a fake method and a fake clock can drive the
+whole of it in a test without timing anything real.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pytest_benchmark.stats import Stats
+from pytest_benchmark.fixture import PauseInstrumentation
 
-from bench import oracle
+from bench import environment, oracle
+from bench import stats as bstats
 from bench.methods import Method
 from bench.problem import Problem
 from bench.results import NOISY_IQR_OVER_MEDIAN
 
-MAX_ROUNDS = 10_000
+DEFAULT_PRECISION = 0.02  # +-2%: the relative half-width of the median's 95% interval
+MAX_ROUNDS = 10_000  # whatever the budget: the samples of a case stay a few hundred KB
+# Each batch multiplies the rounds taken so far by this factor: the interval is checked O(log n)
+# times, so checking costs nothing next to the rounds, and a case stops at most 25% past the
+# round at which it first became precise enough.
+GROWTH = 1.25
+# The fewest samples whose extremes cover the median with at least 95%: 1 - 2 / 2^6 = 96.9%
+# (with 5, the interval is the range and covers it 93.8% of the time). Fewer are never precise.
+MIN_PRECISE_ROUNDS = 6
+
+Clock = Callable[[], float]
 
 
 def synchronize(device: torch.device) -> None:
@@ -42,11 +66,75 @@ def bytes_per_step(problem: Problem) -> int:
     return 3 * itemsize * problem.elements  # read 2 BD elements ; write BD elements
 
 
-def choose_rounds(probe_s: float, budget_s: float, min_rounds: int) -> int:
-    """Enough rounds to fill `budget_s` at `probe_s` per fit, at least `min_rounds`."""
-    if probe_s <= 0 or not math.isfinite(probe_s):
-        return MAX_ROUNDS
-    return max(min_rounds, min(MAX_ROUNDS, math.ceil(budget_s / probe_s)))
+@dataclass(frozen=True)
+class Round:
+    """One timed fit: host seconds, CUDA-event seconds (None on the CPU), and the GPU's SM clock
+    and whether heat or power throttled it when the fit ended (None and False without NVML)."""
+
+    host_s: float
+    device_s: float | None = None
+    sm_clock_mhz: int | None = None
+    throttled: bool = False
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What `sample` took: every round, and those the statistics use."""
+
+    rounds: tuple[Round, ...]
+    kept: tuple[Round, ...]  # the unthrottled rounds; all rounds where too few were unthrottled
+    interval: bstats.Interval  # the median host time of the kept rounds, with its 95% interval
+    precise: bool  # the interval came within +-precision before the budget ran out
+    elapsed_s: float  # the clock's time from the first round to the end of the last
+
+    @property
+    def throttled_rounds(self) -> int:
+        return sum(r.throttled for r in self.rounds)
+
+    @property
+    def throttled_kept(self) -> bool:
+        """Throttled rounds are in the statistics: too few rounds were free of throttling."""
+        return any(r.throttled for r in self.kept)
+
+
+def sample(
+    take_round: Callable[[], Round],
+    *,
+    precision: float = DEFAULT_PRECISION,
+    budget_s: float = 1.0,
+    min_rounds: int = 5,
+    clock: Clock = time.perf_counter,
+    max_rounds: int = MAX_ROUNDS,
+) -> Sampling:
+    """Take rounds until the median's 95% interval is within +-`precision` (relative half-width,
+    `Interval.relative_halfwidth`) or `budget_s` of the clock is spent since the first round; at
+    least `min_rounds` (they take precedence over the budget), at most `max_rounds`.
+
+    The interval is checked after each batch; a batch adds GROWTH - 1 of the rounds so far (or
+    what precision needs at least), and no more than the budget left is expected to hold.
+    Precision needs at least max(min_rounds, MIN_PRECISE_ROUNDS) unthrottled rounds.
+    """
+    min_rounds = max(1, min_rounds)
+    enough = max(min_rounds, MIN_PRECISE_ROUNDS)
+    rounds: list[Round] = []
+    start = clock()
+    batch = min(min_rounds, max_rounds)
+    while True:
+        for _ in range(batch):
+            rounds.append(take_round())
+        elapsed = clock() - start
+        free = [r for r in rounds if not r.throttled]
+        kept = free if len(free) >= min_rounds else rounds
+        interval = bstats.median_interval([r.host_s for r in kept])
+        precise = len(free) >= enough and interval.relative_halfwidth() <= precision
+        done = len(rounds)
+        if precise or done >= max_rounds or (elapsed >= budget_s and done >= min_rounds):
+            return Sampling(tuple(rounds), tuple(kept), interval, precise, elapsed)
+        batch = max(1, math.ceil(done * (GROWTH - 1)), enough - len(free))
+        per_round, left = elapsed / done, budget_s - elapsed
+        if per_round > 0 and left > 0 and done >= min_rounds:
+            batch = min(batch, math.ceil(left / per_round))
+        batch = min(batch, max_rounds - done)
 
 
 class CopyBandwidth:
@@ -130,21 +218,15 @@ def derived_figures(
 ) -> dict[str, Any]:
     """The timing fields of CASE_FIELDS from the raw samples (seconds per whole fit).
 
-    Median and IQR are pytest-benchmark's own (its quartile method), so they match its tables.
+    Median and IQR are bench.stats' (numpy's quartiles): the one definition every table, flag
+    and verdict uses.
     """
-    stats = Stats()
-    for sample in host_s:
-        stats.update(sample)
-    median, iqr, steps = stats.median, stats.iqr, problem.steps
+    q1, median, q3 = bstats.quartiles(host_s)
+    iqr, steps = q3 - q1, problem.steps
     per_step = median / steps
     moved = bytes_per_step(problem)
     bandwidth = moved / per_step / 1e9
-    device_median = None
-    if device_s:
-        dev = Stats()
-        for sample in device_s:
-            dev.update(sample)
-        device_median = dev.median / steps
+    device_median = bstats.quartiles(device_s)[1] / steps if device_s else None
     return {
         "time_per_step_s": per_step,
         "time_per_step_iqr_s": iqr / steps,
@@ -159,6 +241,24 @@ def derived_figures(
     }
 
 
+def sampling_figures(sampling: Sampling, steps: int, precision: float) -> dict[str, Any]:
+    """The adaptive-sampling and GPU-clock fields of CASE_FIELDS."""
+    interval = sampling.interval
+    clocks = [r.sm_clock_mhz for r in sampling.rounds if r.sm_clock_mhz is not None]
+    monitored = bool(clocks)
+    return {
+        "time_per_step_low_s": interval.low / steps,
+        "time_per_step_high_s": interval.high / steps,
+        "precision": interval.relative_halfwidth(),
+        "precision_target": precision,
+        "imprecise": not sampling.precise,
+        "throttled_rounds": sampling.throttled_rounds if monitored else None,
+        "throttled": sampling.throttled_kept if monitored else None,
+        "sm_clock_min_mhz": min(clocks) if monitored else None,
+        "sm_clock_max_mhz": max(clocks) if monitored else None,
+    }
+
+
 def measure(
     benchmark: Any,
     method: Method,
@@ -169,11 +269,18 @@ def measure(
     device_name: str,
     budget_s: float = 1.0,
     min_rounds: int = 5,
+    precision: float = DEFAULT_PRECISION,
+    monitor: environment.GpuMonitor | None = None,
+    disable_gc: bool = False,
+    clock: Clock = time.perf_counter,
 ) -> dict[str, Any]:
     """Time one case with `benchmark` (pytest-benchmark's fixture); return its extra_info.
 
-    The timed rounds take about `budget_s` in all (at least `min_rounds` of them). Exceptions
-    (out of memory, a broken method) propagate: the caller reports the case as failed.
+    Rounds go on until the median is known to +-`precision` or the rounds have taken `budget_s`
+    (at least `min_rounds` of them). `monitor` reads the GPU's clock and throttling per round
+    (bench.environment.GpuMonitor; None: not read); `disable_gc` turns Python's garbage collector
+    off during each timed fit (pytest-benchmark's --benchmark-disable-gc). Exceptions (out of
+    memory, a broken method) propagate: the caller reports the case as failed.
     `speedup_vs_autograd` is None here; the plugin fills it when the whole run is known.
     """
     device = torch.device(device)
@@ -189,26 +296,34 @@ def measure(
 
     oracle_err, tolerance = oracle_check(method, problem, x0, t)
 
-    def fresh_copy() -> tuple[torch.Tensor, torch.Tensor]:
+    def fresh_copy() -> torch.Tensor:
         x = x0.clone(memory_format=torch.contiguous_format)
         synchronize(device)
-        return x, t
+        return x
 
-    probe_s = math.inf
-    for _ in range(2):  # warm-up; the second fit sizes the rounds
-        x, _t = fresh_copy()
-        begin = time.perf_counter()
-        method.run(x, t, lr, steps)
+    for _ in range(2):  # warm-up
+        method.run(fresh_copy(), t, lr, steps)
         synchronize(device)
-        probe_s = time.perf_counter() - begin
-    rounds = choose_rounds(probe_s, budget_s, min_rounds)
 
-    device_s: list[float] = []
-    target, setup, teardown = _round_functions(method, problem, device, fresh_copy, device_s)
-    benchmark.pedantic(
-        target, setup=setup, teardown=teardown, rounds=rounds, warmup_rounds=0, iterations=1
-    )
-    host_s = list(benchmark.stats.stats.data)
+    take_round = _round_taker(method, problem, device, t, fresh_copy, monitor, disable_gc, clock)
+    load_before = environment.load_average()
+    stall_before, wall_before = environment.cpu_stall_total(), time.perf_counter()
+    with PauseInstrumentation():  # a tracer or profiler (coverage) would time itself
+        sampling = sample(
+            take_round,
+            precision=precision,
+            budget_s=budget_s,
+            min_rounds=min_rounds,
+            clock=clock,
+        )
+    stall_after, wall = environment.cpu_stall_total(), time.perf_counter() - wall_before
+    load_after = environment.load_average()
+    stall = None
+    if stall_before is not None and stall_after is not None and wall > 0:
+        stall = min(1.0, max(0.0, (stall_after - stall_before) / wall))
+    host_s = [r.host_s for r in sampling.kept]
+    device_s = [r.device_s for r in sampling.kept if r.device_s is not None]
+    record_rounds(benchmark, host_s)
     copy_gbs = copy.gbs(device, bytes_per_step(problem), problem.torch_dtype)
 
     info: dict[str, Any] = {
@@ -224,6 +339,11 @@ def measure(
         "device_name": device_name,
         "setup_s": setup_s,
         **derived_figures(problem, host_s, device_s or None, copy_gbs),
+        **sampling_figures(sampling, steps, precision),
+        "load_before": load_before,
+        "load_after": load_after,
+        "cpu_stall": stall,
+        "busy": environment.busy((load_before, load_after), stall),
         "speedup_vs_autograd": None,
         "oracle_max_abs_err": oracle_err,
         "oracle_ok": oracle_err <= tolerance,  # False for NaN
@@ -231,38 +351,63 @@ def measure(
     return info
 
 
-def _round_functions(
+def record_rounds(benchmark: Any, host_s: list[float]) -> None:
+    """Record the samples in pytest-benchmark's fixture as `benchmark.pedantic` does (its
+    `_raw_pedantic` in pytest-benchmark 5.3.1's fixture.py: `stats = self._make_stats(iterations)`,
+    then `stats.update(duration)` per round), and mark the fixture used, as pedantic does, so
+    that a second use fails and an unused fixture is not warned about. pedantic itself cannot
+    serve: it takes a fixed number of rounds and can be called once per test."""
+    if getattr(benchmark, "_mode", None):
+        raise RuntimeError(f"the benchmark fixture was used already ({benchmark._mode})")
+    if not hasattr(benchmark, "_make_stats"):
+        raise RuntimeError(
+            "this pytest-benchmark has no BenchmarkFixture._make_stats: the samples cannot be "
+            "recorded (vecreg-bench is written against pytest-benchmark 5.2 and 5.3)"
+        )
+    benchmark._mode = "vecreg-bench adaptive rounds"
+    stats = benchmark._make_stats(1)  # one fit per round
+    for duration in host_s:
+        stats.update(duration)
+
+
+def _round_taker(
     method: Method,
     problem: Problem,
     device: torch.device,
-    fresh_copy: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    device_s: list[float],
-) -> tuple[Callable[..., Any], Callable[[], Any], Callable[..., None]]:
-    """pedantic's (target, setup, teardown). pytest-benchmark calls `setup` before each round,
-    outside its timer, and passes what it returns to `target` (timed) and then to `teardown`."""
+    t: torch.Tensor,
+    fresh_copy: Callable[[], torch.Tensor],
+    monitor: environment.GpuMonitor | None,
+    disable_gc: bool,
+    clock: Clock,
+) -> Callable[[], Round]:
+    """One round: a fresh copy of x0 (untimed), the fit timed on the host clock until the device
+    is done, CUDA events around it, then the GPU monitor's reading (untimed)."""
     lr, steps = problem.lr, problem.steps
-    cuda = device.type == "cuda"
+    events = (
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        if device.type == "cuda"
+        else None
+    )
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        x, t = fresh_copy()
-        events = (
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            if cuda
-            else None
-        )
-        return (x, t, events), {}
+    def take_round() -> Round:
+        x = fresh_copy()
+        gc_was_enabled = gc.isenabled()
+        if disable_gc:
+            gc.disable()
+        try:
+            begin = clock()
+            if events is not None:
+                events[0].record()
+            method.run(x, t, lr, steps)
+            if events is not None:
+                events[1].record()
+            synchronize(device)
+            host_s = clock() - begin
+        finally:
+            if disable_gc and gc_was_enabled:
+                gc.enable()
+        device_s = events[0].elapsed_time(events[1]) / 1e3 if events is not None else None
+        sm_clock, throttled = monitor.read() if monitor is not None else (None, False)
+        return Round(host_s, device_s, sm_clock, throttled)
 
-    def target(x: torch.Tensor, t: torch.Tensor, events: Any) -> torch.Tensor:
-        if events is not None:
-            events[0].record()
-        loss = method.run(x, t, lr, steps)
-        if events is not None:
-            events[1].record()
-            torch.cuda.synchronize(device)
-        return loss
-
-    def teardown(x: torch.Tensor, t: torch.Tensor, events: Any) -> None:
-        if events is not None:
-            device_s.append(events[0].elapsed_time(events[1]) / 1e3)
-
-    return target, setup, teardown
+    return take_round

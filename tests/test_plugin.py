@@ -1,5 +1,8 @@
 """The benchmark plugin: options, filters, bookkeeping; a plain pytest skips the suite."""
 
+import json
+import sys
+
 import pytest
 import results_factory as rf
 import torch
@@ -7,7 +10,8 @@ import torch
 from bench import plugin
 from bench.methods import METHODS
 from bench.problem import DTYPES, Problem
-from bench.suite_runner import SUITE
+from bench.results import load_results
+from bench.suite_runner import SUITE, run_benchmarks
 from bench.sweeps import SWEEPS
 
 
@@ -88,6 +92,9 @@ def test_a_plain_pytest_skips_the_benchmarks_at_once():
         ("--methods=analytic,adamw", ["'adamw'", "autograd", "triton_step"]),
         ("--dtype=int8", ["'int8'", "bfloat16"]),
         ("--device=tpu", ["'tpu'", "cpu", "cuda"]),
+        ("--precision=2", ["--precision", "'2'", "2%"]),
+        ("--precision=fine", ["--precision", "'fine'", "2%"]),
+        ("--threads=0", ["--threads", "'0'", ">= 1"]),
     ],
 )
 def test_bad_option_values_are_usage_errors_that_name_them(option, words, capsys):
@@ -96,3 +103,87 @@ def test_bad_option_values_are_usage_errors_that_name_them(option, words, capsys
     err = capsys.readouterr().err
     for word in words:
         assert word in err
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("2%", 0.02), ("0.5%", 0.005), ("0.02", 0.02), ("0", 0.0), (" 10% ", 0.1)]
+)
+def test_precision_is_a_fraction_or_a_percentage(text, value):
+    assert plugin.parse_precision(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("2", "ambiguous"),
+        ("100%", "below 100%"),
+        ("-1%", "at least 0"),
+        ("nan", "not allowed"),
+        ("inf%", "not allowed"),
+        ("two", "not a number"),
+        ("%", "not a number"),
+    ],
+)
+def test_bad_precisions_are_refused_with_the_value(text, words):
+    with pytest.raises(ValueError) as info:
+        plugin.parse_precision(text)
+    assert repr(text) in str(info.value) and words in str(info.value)
+
+
+def test_threads_are_a_positive_whole_number():
+    assert plugin.parse_threads("3") == 3
+    for bad in ("0", "-1", "two", "1.5", ""):
+        with pytest.raises(ValueError, match=">= 1"):
+            plugin.parse_threads(bad)
+
+
+def test_the_summary_names_imprecise_busy_and_throttled_cases():
+    base = {"method": "analytic", "problem": "P", "precision": 0.01, "imprecise": False}
+    timed = [
+        base,
+        {**base, "method": "sgd", "precision": 0.031, "imprecise": True},
+        {**base, "method": "autograd", "busy": True, "load_before": 1.5, "load_after": 3.25},
+        {**base, "method": "jax", "busy": True, "cpu_stall": 0.31, "load_before": 2.5},
+        {**base, "method": "compiled", "throttled_rounds": 4, "throttled": False},
+    ]
+    lines = plugin.sampling_summary(timed, 0.02)
+    assert lines[0] == "precision: 4 of 5 cases reached +-2.0% (the 95% interval of the median)"
+    assert lines[1] == "  sgd P: imprecise: +-3.1% when the time budget ran out"
+    assert lines[2].startswith("  autograd P: busy: load average 3.25, above")
+    assert lines[3] == "  jax P: busy: tasks waited for a CPU 31% of the time"
+    assert lines[4] == "  compiled P: 4 rounds under GPU throttling left out"
+    assert plugin.sampling_summary([], 0.02) == []
+
+
+def test_precision_threads_and_the_new_fields_land_in_the_results_file(tmp_path, capsys):
+    """--precision 0 takes rounds for the whole budget: the case is imprecise, by definition."""
+    before = torch.get_num_threads()
+    path = run_benchmarks(
+        "smoke",
+        "cpu",
+        ["analytic"],
+        output=tmp_path / "r.json",
+        progress=False,
+        precision=0.0,
+        threads=1,
+        pytest_args=["--benchmark-max-time=0.05"],
+    )
+    assert torch.get_num_threads() == before  # the session's setting does not outlive it
+    out = capsys.readouterr().out
+    assert "precision: 0 of 1 cases reached +-0.0%" in out
+    data = json.loads(path.read_text())
+    (entry,) = data["benchmarks"]
+    info = entry["extra_info"]
+    assert info["precision_target"] == 0.0 and info["imprecise"] is True
+    assert info["precision"] > 0 and len(entry["stats"]["data"]) >= 5
+    assert info["time_per_step_low_s"] <= info["time_per_step_s"] <= info["time_per_step_high_s"]
+    assert info["throttled_rounds"] is None and info["sm_clock_min_mhz"] is None  # no GPU
+    if sys.platform.startswith("linux"):
+        assert info["load_before"] >= 0 and info["load_after"] >= 0
+        assert isinstance(info["busy"], bool)
+    if info["cpu_stall"] is not None:
+        assert 0 <= info["cpu_stall"] <= 1
+    env = data["machine_info"]["vecreg"]
+    assert env["torch_threads"] == 1 and env["malloc"]
+    (case,) = load_results(path).cases  # the loader checks every new field
+    assert case.info["imprecise"] is True and case.info["precision_target"] == 0.0

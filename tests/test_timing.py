@@ -1,23 +1,32 @@
 """The timing engine, without asserting any speed: formulas, the copy yardstick, the oracle check,
-and the pedantic protocol (fresh copy per round, outside the timed region)."""
+the adaptive rounds (driven by a fake clock: nothing real is timed) and how they reach
+pytest-benchmark's fixture."""
 
+import itertools
 import math
-import time
+import random
+import types
 
+import numpy as np
 import pytest
 import torch
+from pytest_benchmark.fixture import BenchmarkFixture
 
+from bench import stats
 from bench.methods import Method, get_method
 from bench.problem import Problem
 from bench.results import CASE_FIELDS
 from bench.timing import (
+    GROWTH,
+    MIN_PRECISE_ROUNDS,
     NOISY_IQR_OVER_MEDIAN,
     CopyBandwidth,
+    Round,
     bytes_per_step,
-    choose_rounds,
     derived_figures,
     measure,
     oracle_check,
+    sample,
 )
 
 
@@ -50,11 +59,14 @@ def test_noise_flag_and_device_time():
     assert fig["device_time_per_step_s"] == pytest.approx(0.05)
 
 
-def test_rounds_fill_the_budget_within_bounds():
-    assert choose_rounds(0.1, 1.0, 5) == 10
-    assert choose_rounds(2.0, 1.0, 5) == 5
-    assert choose_rounds(1e-9, 1.0, 5) == 10_000
-    assert choose_rounds(0.0, 1.0, 5) == 10_000
+def test_median_and_iqr_are_bench_stats_not_pytest_benchmarks():
+    """One definition of the quartiles everywhere (numpy's); pytest-benchmark's differ here."""
+    samples = [1.0, 2.0, 3.0, 4.0, 10.0, 11.0]
+    fig = derived_figures(Problem(batch=2, dim=2, steps=1, lr=0.1), samples, None, copy_gbs=1.0)
+    q1, median, q3 = np.quantile(samples, [0.25, 0.5, 0.75])
+    assert fig["time_per_step_s"] == median
+    assert fig["time_per_step_iqr_s"] == pytest.approx(q3 - q1)
+    assert fig["iqr_over_median"] == pytest.approx(stats.iqr_over_median(samples))
 
 
 def test_copy_bandwidth_is_measured_once_per_device_and_size(monkeypatch):
@@ -88,32 +100,158 @@ def test_the_oracle_check_passes_a_right_method_and_catches_a_wrong_one(dtype):
     assert err > tol
 
 
-class FakeBenchmark:
-    """pytest-benchmark's pedantic protocol, as its source does it: setup() before each round,
-    outside the timer; its (args, kwargs) go to target (timed) and then to teardown."""
+# --- adaptive rounds, on a fake clock -----------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that moves only when told: a fit "takes" what the test says it takes."""
 
     def __init__(self):
-        self.stats = type("Meta", (), {"stats": type("S", (), {"data": []})()})()
-        self.calls = []
+        self.now = 0.0
 
-    def pedantic(self, target, setup, teardown, rounds, warmup_rounds, iterations):
-        assert iterations == 1
-        for _ in range(warmup_rounds + rounds):
-            args, kwargs = setup()
-            self.calls.append("setup")
-            begin = time.perf_counter()
-            target(*args, **kwargs)
-            self.stats.stats.data.append(time.perf_counter() - begin)
-            teardown(*args, **kwargs)
+    def __call__(self) -> float:
+        return self.now
 
 
-class Recording(Method):
-    """Analytic, checking that every timed run starts from an untouched copy of x0."""
+def rounds_of(durations, clock: FakeClock, throttled=lambda i: False):
+    """A take_round that advances the clock by the next duration and reports it."""
+    taken = []
 
-    name = "recording"
+    def take_round() -> Round:
+        i = len(taken)
+        duration = next(durations)
+        clock.now += duration
+        taken.append(duration)
+        return Round(duration, throttled=throttled(i))
 
-    def __init__(self, x0):
-        self.x0 = x0
+    return take_round, taken
+
+
+def steady():
+    while True:
+        yield 0.010
+
+
+def noisy(seed=0, sigma=0.5):
+    rng = random.Random(seed)
+    while True:
+        yield 0.010 * math.exp(rng.gauss(0, sigma))
+
+
+def test_a_steady_timer_stops_as_soon_as_the_interval_can_be_trusted():
+    clock = FakeClock()
+    take_round, taken = rounds_of(steady(), clock)
+    result = sample(take_round, precision=0.02, budget_s=10.0, min_rounds=5, clock=clock)
+    # min_rounds, then one batch of GROWTH: the first batch at which 6 samples (MIN_PRECISE_ROUNDS:
+    # the extremes of 6 cover the median 96.9% of the time, of 5 only 93.8%) can be trusted.
+    assert result.precise and len(taken) == 7 and MIN_PRECISE_ROUNDS == 6
+    assert result.interval.relative_halfwidth() == 0.0 and result.elapsed_s == pytest.approx(0.07)
+    assert result.kept == result.rounds and result.throttled_rounds == 0
+
+
+def test_a_noisy_timer_runs_to_its_budget_in_geometrically_growing_batches(monkeypatch):
+    clock = FakeClock()
+    take_round, taken = rounds_of(noisy(), clock)
+    checks = []
+    real = stats.median_interval
+    monkeypatch.setattr(stats, "median_interval", lambda s: checks.append(len(s)) or real(s))
+    result = sample(take_round, precision=0.02, budget_s=1.0, min_rounds=5, clock=clock)
+    assert not result.precise and result.interval.relative_halfwidth() > 0.02
+    # The budget, not much more: the last batch is sized to what was left of it.
+    assert 1.0 <= result.elapsed_s < 1.1
+    assert len(taken) > 50 and checks[-1] == len(taken)
+    # Checked after each batch, each GROWTH times the rounds before it (the last one capped by
+    # the budget): O(log n) checks in all.
+    assert checks[0] == 5
+    grown = [b / a for a, b in itertools.pairwise(checks[:-1])]
+    assert all(g == pytest.approx(GROWTH, abs=0.1) for g in grown[4:])
+    assert len(checks) < 4 * math.log(len(taken))
+
+
+def test_a_noisy_timer_with_budget_to_spare_stops_at_the_precision():
+    clock = FakeClock()
+    take_round, taken = rounds_of(noisy(sigma=0.1), clock)
+    result = sample(take_round, precision=0.02, budget_s=1000.0, min_rounds=5, clock=clock)
+    assert result.precise and result.interval.relative_halfwidth() <= 0.02
+    # Known to +-2% at a median of 10 ms: a hundred or so rounds, far below the budget.
+    assert 50 < len(taken) < 1000 and result.elapsed_s < 20
+
+
+def test_min_rounds_take_precedence_over_the_budget_and_max_rounds_bound_it():
+    clock = FakeClock()
+    take_round, taken = rounds_of(iter([2.0] * 20), clock)
+    result = sample(take_round, precision=0.02, budget_s=1.0, min_rounds=7, clock=clock)
+    assert len(taken) == 7 and result.precise  # equal samples: a zero-width interval
+    take_round, taken = rounds_of(noisy(), clock)
+    result = sample(
+        take_round, precision=0.0, budget_s=1e9, min_rounds=5, clock=clock, max_rounds=60
+    )
+    assert len(taken) == 60 and not result.precise
+
+
+def test_fewer_rounds_than_an_interval_needs_are_never_precise():
+    clock = FakeClock()
+    take_round, taken = rounds_of(steady(), clock)
+    result = sample(take_round, precision=0.02, budget_s=0.02, min_rounds=1, clock=clock)
+    assert len(taken) == 2 and not result.precise  # the budget ran out at 2 equal samples
+
+
+def test_throttled_rounds_are_left_out_and_counted():
+    clock = FakeClock()
+    slow = {3, 4, 10}  # these rounds are throttled, and slow
+
+    def durations():
+        i = 0
+        while True:
+            yield 0.050 if i in slow else 0.010
+            i += 1
+
+    take_round, taken = rounds_of(durations(), clock, throttled=lambda i: i in slow)
+    result = sample(take_round, precision=0.02, budget_s=10.0, min_rounds=5, clock=clock)
+    assert result.precise and result.throttled_rounds == 2 and len(taken) == 8  # 6 unthrottled
+    assert all(r.host_s == 0.010 for r in result.kept) and not result.throttled_kept
+
+
+def test_a_gpu_throttled_all_along_keeps_its_rounds_and_says_so():
+    clock = FakeClock()
+    take_round, taken = rounds_of(noisy(sigma=0.01), clock, throttled=lambda i: True)
+    result = sample(take_round, precision=0.02, budget_s=0.2, min_rounds=5, clock=clock)
+    assert not result.precise and result.kept == result.rounds
+    assert result.throttled_rounds == len(taken) and result.throttled_kept
+
+
+def make_fixture() -> BenchmarkFixture:
+    """pytest-benchmark's own fixture, as its plugin builds it for a test (5.x signature)."""
+    return BenchmarkFixture(
+        types.SimpleNamespace(name="test_fit", nodeid="suite.py::test_fit"),
+        disable_gc=False,
+        timer=types.SimpleNamespace(target=lambda: 0.0),
+        min_rounds=5,
+        min_time=0.000005,
+        max_time=1.0,
+        precision=None,
+        confidence=None,
+        warmup=False,
+        warmup_iterations=0,
+        calibration_precision=10,
+        add_stats=lambda stats: None,
+        logger=None,
+        warner=None,
+        disabled=False,
+        cprofile=False,
+        cprofile_loops=None,
+        cprofile_dump=None,
+    )
+
+
+class Timed(Method):
+    """Analytic, whose timed fits take what `durations` says on a fake clock; it checks that
+    every fit starts from an untouched contiguous copy of x0."""
+
+    name = "timed"
+
+    def __init__(self, x0, clock, durations):
+        self.x0, self.clock, self.durations = x0, clock, durations
         self.seen = []
         self.prepared = 0
 
@@ -122,21 +260,123 @@ class Recording(Method):
 
     def run(self, x, t, lr, steps):
         self.seen.append((x.data_ptr(), bool(torch.equal(x, self.x0)), x.is_contiguous()))
+        self.clock.now += next(self.durations)
         return get_method("analytic").run(x, t, lr, steps)
 
 
-def test_measure_fills_every_case_field_from_fresh_copies():
+class Monitor:
+    """A GPU monitor whose every third reading is power-capped."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        return (1980 if self.reads % 3 else 1410), self.reads % 3 == 0
+
+
+@pytest.mark.parametrize(("durations", "precise"), [(steady, True), (noisy, False)])
+def test_measure_takes_adaptive_rounds_and_records_them_in_the_fixture(durations, precise):
     problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
     x0, _ = problem.inputs("cpu")
-    method = Recording(x0)
-    bench = FakeBenchmark()
+    clock = FakeClock()
+    method = Timed(x0, clock, durations())
+    bench = make_fixture()
     info = measure(
-        bench, method, problem, "cpu", copy=CopyBandwidth(0.001, 3), device_name="X", budget_s=0.0
+        bench,
+        method,
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        budget_s=0.5,
+        clock=clock,
     )
     assert set(info) == set(CASE_FIELDS)
     assert method.prepared == 1
-    assert len(bench.stats.stats.data) == 5  # min_rounds, the budget being 0
     assert all(fresh and contiguous for _, fresh, contiguous in method.seen)
+    data = bench.stats.stats.data  # what pytest-benchmark writes as the raw samples
+    assert len(data) == len(method.seen) - 3  # the oracle fit and two warm-ups are not samples
+    assert bench._mode  # used: a second use of the fixture fails, no "unused" warning
+    interval = stats.median_interval(data)
+    assert info["imprecise"] is (not precise) and info["precision_target"] == 0.02
+    assert info["precision"] == pytest.approx(interval.relative_halfwidth())
+    assert info["time_per_step_low_s"] == pytest.approx(interval.low / 10)
+    assert info["time_per_step_high_s"] == pytest.approx(interval.high / 10)
+    assert info["time_per_step_low_s"] <= info["time_per_step_s"] <= info["time_per_step_high_s"]
+    if precise:
+        assert data == pytest.approx([0.010] * 7) and info["precision"] < 1e-9
+    else:
+        assert sum(data) >= 0.5 and info["precision"] > 0.02
+    assert info["throttled_rounds"] is None and info["sm_clock_min_mhz"] is None  # no GPU
     assert info["oracle_ok"] is True and info["speedup_vs_autograd"] is None
-    assert info["method"] == "recording" and info["device_name"] == "X"
+    assert info["method"] == "timed" and info["device_name"] == "X"
     assert info["time_per_step_s"] > 0 and info["setup_s"] >= 0
+    with pytest.raises(RuntimeError, match="used already"):
+        measure(bench, method, problem, "cpu", copy=CopyBandwidth(0.001, 3), device_name="X")
+
+
+def test_measure_leaves_out_throttled_rounds_and_records_the_clocks():
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    method, bench, monitor = Timed(x0, clock, steady()), make_fixture(), Monitor()
+    info = measure(
+        bench,
+        method,
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        clock=clock,
+        monitor=monitor,
+    )
+    # 5 rounds (1 throttled), 2 more (1 throttled), 2 more (1 throttled): 6 unthrottled kept.
+    assert monitor.reads == 9 and info["throttled_rounds"] == 3 and info["throttled"] is False
+    assert len(bench.stats.stats.data) == 6
+    assert (info["sm_clock_min_mhz"], info["sm_clock_max_mhz"]) == (1410, 1980)
+
+
+def test_measure_records_the_load_and_flags_a_busy_machine(monkeypatch):
+    from bench import environment
+
+    loads = iter([0.5, 64.0])
+    monkeypatch.setattr(environment, "load_average", lambda: next(loads))
+    monkeypatch.setattr(environment, "cpu_stall_total", lambda: None)  # no CPU pressure known
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    info = measure(
+        make_fixture(),
+        Timed(x0, clock, steady()),
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        clock=clock,
+    )
+    assert (info["load_before"], info["load_after"], info["busy"]) == (0.5, 64.0, True)
+    assert info["cpu_stall"] is None
+
+
+def test_measure_records_the_cpu_pressure_during_the_rounds(monkeypatch):
+    """Some task waited for a CPU during all of the rounds' (real) time: busy, whatever the load."""
+    from bench import environment
+
+    stalled = iter([100.0, 1e9])
+    monkeypatch.setattr(environment, "cpu_stall_total", lambda: next(stalled))
+    monkeypatch.setattr(environment, "load_average", lambda: 0.0)
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    info = measure(
+        make_fixture(),
+        Timed(x0, clock, steady()),
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        clock=clock,
+    )
+    assert info["cpu_stall"] == 1.0 and info["busy"] is True

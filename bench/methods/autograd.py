@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import Method, compute_dtype
+from bench.methods.base import Method, as_compute, compute_dtype
 
 
 class Autograd(Method):
@@ -16,6 +16,7 @@ class Autograd(Method):
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         acc = compute_dtype(x.dtype)
         t_acc = t.to(acc)
+        alpha = as_compute(lr, x.dtype)  # alpha= refuses a float beyond float32's range, not inf
         x.requires_grad_(True)
         losses = []
         for _ in range(steps):
@@ -24,8 +25,11 @@ class Autograd(Method):
             # their batch mean.
             row_loss.sum().backward()
             with torch.no_grad():
-                x.copy_(x.to(acc) - lr * x.grad.to(acc))
-                x.grad.zero_()
+                if x.dtype == acc:  # in place, as the answer does it: no [B, D] temporary
+                    x.sub_(x.grad, alpha=alpha)
+                else:  # float16 and bfloat16 are updated in float32 and rounded once
+                    x.copy_(x.to(acc) - lr * x.grad.to(acc))
+                x.grad.zero_()  # the grad's buffer is kept: backward() accumulates into it
             losses.append(row_loss.detach().mean())
         x.requires_grad_(False)
         return torch.stack(losses).float()

@@ -30,6 +30,9 @@ class SGD(Method):
         x.requires_grad_(True)
         opt = torch.optim.SGD([x], lr=lr, fused=fused or None, foreach=None if fused else True)
         losses = []
+        # No buffer is reused across steps, as no user of the optimizer would: each step's
+        # temporaries are autograd's own, and zero_grad() sets the grad to None (torch's default)
+        # so that backward() hands its new gradient over instead of adding it into a kept one.
         for _ in range(steps):
             opt.zero_grad()
             row_loss = (x.to(acc) - t_acc).square().mean(dim=1)
