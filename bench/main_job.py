@@ -7,7 +7,6 @@ are in PATH", "interrupted while building the report; the results are saved in P
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_report_options(parser)
     parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not record the run in the history (reports/history/; python -m bench history)",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (for logs and CI)"
     )
 
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=precision,
         threads=threads,
+        history=not args.no_history,
     )
     return 0
 
@@ -122,9 +127,11 @@ def main_job(
     pytest_args: Sequence[str] = (),
     precision: float | None = None,
     threads: int | None = None,
+    history: bool = True,
 ) -> Path:
     """Sweep, convergence study, report, summary; returns the report's run directory.
-    `precision` and `threads` go to the sweep (bench.suite_runner.run_benchmarks).
+    `precision` and `threads` go to the sweep (bench.suite_runner.run_benchmarks); with `history`,
+    the run is recorded in `<out>/history/` (bench.history).
 
     The paths are checked first (bench.paths.OutputPathError names the option: --output, --out,
     --baseline)."""
@@ -132,6 +139,7 @@ def main_job(
     from bench.cli import CommandError, UsageError
     from bench.convergence import convergence_study
     from bench.report import write_report
+    from bench.report.console import print_summary
     from bench.results import add_convergence
     from bench.suite_runner import BenchmarkRunError, run_benchmarks
 
@@ -160,6 +168,12 @@ def main_job(
     table, traces = convergence_study(device, methods=methods, progress=progress)
     # The study travels in the results file: `python -m bench report` rebuilds this same report.
     add_convergence(results, table, traces)
+    if history:
+        from bench.history import HISTORY_NAME, record_run
+        from bench.report.build import DEFAULT_OUT
+
+        interrupt.set_stage(f"while recording the run in the history; {saved}")
+        record_run(Path(results), Path(out or DEFAULT_OUT) / HISTORY_NAME)
     interrupt.set_stage(f"while building the report; {saved}")
     run_dir = write_report(results, out=out, baseline=baseline)
     interrupt.set_stage(f"while printing the summary; {saved}, the report in {run_dir}")
@@ -187,41 +201,3 @@ def check_outputs(
             written.append(("--output", output, output.with_suffix(".log")))
         check_not_inputs(written, [("--baseline", baseline)])
     check_folder(DEFAULT_OUT if out is None else out, "--out")
-
-
-def print_summary(results: Path, convergence) -> None:
-    """The speedups per problem, the question's case in one line, and the convergence table."""
-    import pandas as pd
-
-    from bench.convergence import STUDY_COLUMNS
-    from bench.report import tables
-    from bench.results import load_results
-
-    out = sys.stdout
-    speedups = tables.speedup_summary(tables.cases_frame(load_results(results)))
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("\nSpeedup over autograd (median time per step; above 1 is faster):", file=out)
-        if speedups.empty:
-            print("  no timings", file=out)
-        else:
-            print(speedups.to_string(float_format=lambda v: f"{v:.3g}x", na_rep="-"), file=out)
-
-        table = convergence
-        measured = table[table.verdict != "skipped"]
-        answer = measured[measured.lr.isin([0.01, 0.1]) & (measured.method != "original_question")]
-        if not answer.empty:
-            first = answer.iloc[0].method
-            steps = answer[answer.method == first].set_index("lr").step_to_1pct
-            said = " and ".join(f"step {steps[lr]} with lr {lr:g}" for lr in steps.index)
-            print(
-                f"\nThe question's case (D=5, 1000 steps): the distance first falls to 1% of its "
-                f"start at {said} ({first}).",
-                file=out,
-            )
-        columns = [c for c in STUDY_COLUMNS if c != "note"]  # the notes follow the table
-        print("\nConvergence (the question's case, each method at each lr):", file=out)
-        shown = measured[columns].astype({"step_to_1pct": object, "step_to_1e-6": object})
-        shown = shown.fillna({"step_to_1pct": "-", "step_to_1e-6": "-"})
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=out)
-        for row in table[(table.note != "")].itertuples(index=False):
-            print(f"  {row.method}: {row.note}", file=out)

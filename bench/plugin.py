@@ -323,6 +323,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="do not build the report from the results at the end of the run",
     )
+    group.addoption(
+        "--no-history",
+        action="store_true",
+        help="do not record the run in the history, reports/history/ (python -m bench history)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's (trylast) reads its options
@@ -496,6 +501,7 @@ def pytest_sessionfinish(session: pytest.Session):
     run.untimed = bool(run.skipped or run.failed) and not bench_session.benchmarks
     run.json_temporary = run.json_path.with_name(f".{run.json_path.name}.{os.getpid()}.tmp")
     bench_session.json = None if run.untimed else run.json_temporary
+    _quiet_save(bench_session)
     interrupt.defer()  # what the sweep measured is saved whole, up to the end of the rename
     try:
         try:
@@ -526,6 +532,22 @@ def pytest_sessionfinish_publish(session: pytest.Session) -> None:
     run.json_written = True
     run.json_complete = run.complete
     interrupt.resume()  # a signal held back while saving ends the session now
+
+
+def _quiet_save(bench_session: Any) -> None:
+    """pytest-benchmark's save_json, less its line "Wrote benchmark data in: <the temporary
+    file>": a name the user would look for and not find (the summary says where the file is)."""
+    save = bench_session.save_json
+
+    def save_json(output_json: dict) -> None:
+        logger, info = bench_session.logger, bench_session.logger.info
+        logger.info = lambda *args, **kwargs: None
+        try:
+            save(output_json)
+        finally:
+            logger.info = info
+
+    bench_session.save_json = save_json
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -580,6 +602,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     write(f"results: {run.json_path}")
     config = terminalreporter.config
+    if not config.getoption("no_history"):
+        from bench.history import HISTORY_NAME, record_run
+
+        reports = Path(config.getoption("report_dir") or config.rootpath / "reports")
+        record_run(run.json_path, reports / HISTORY_NAME, write=write)
     if not config.getoption("no_report"):
         out = config.getoption("report_dir") or config.rootpath / "reports"
         run.stage = f"while building the report; the results are saved in {run.json_path}"

@@ -60,6 +60,7 @@ def run_benchmarks(
         "-p",
         "no:cacheprovider",  # no .pytest_cache beside an installed copy
         "--no-report",  # the caller builds the report, with what it adds to it
+        "--no-history",  # and records the run in the history, once it is complete
         f"--sweep={sweep}",
     ]
     if device is not None:
