@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("bench.doctor", "what the harness needs and what this machine has; each method"),
     "ab": ("bench.ab", "two git revisions timed in one run, interleaved; exit 1 on a slowdown"),
     "history": ("bench.history", "runs kept per device; change points across commits; trend page"),
+    "scale": ("bench.scale", "rows sharded over 1..N ranks (torchrun): time, speedup, efficiency"),
 }
 
 # What a command is doing from its start, for the line of an interrupted run ("interrupted ...");
@@ -43,6 +44,7 @@ STAGES: dict[str, str] = {
     "doctor": "while checking this machine",
     "ab": "during the A/B run",
     "history": "while working on the history",
+    "scale": "before the first case",
 }
 
 
