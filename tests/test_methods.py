@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import logging
 import re
 import sys
+import threading
 import types
 
 import pytest
@@ -245,6 +249,7 @@ def test_methods_are_registered_in_order():
         "compiled",
         "triton_step",
         "triton_fused",
+        "compiled_fused",
         "graphs",
         "compiled_graphs",
         "sgd",
@@ -500,3 +505,212 @@ def test_no_host_synchronization_during_a_fit(name):
         torch.cuda.set_sync_debug_mode("default")
     ref = oracle.loss_trace(x0, t, problem.lr, problem.steps)
     assert trace_error(loss, ref, x_tolerance(x0, t, problem.steps)) <= 1.0
+
+
+# graphs: capture in thread_local mode (other threads may use CUDA while it captures).
+
+
+def test_graphs_captures_in_thread_local_mode(monkeypatch):
+    """The capture's mode, with torch.cuda's graph API faked: the loop itself runs on the CPU."""
+    from bench.methods import graphs
+
+    captured = []
+
+    class Graph:
+        pass
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, **kwargs):
+        captured.append(kwargs)
+        yield
+
+    fake = types.SimpleNamespace(
+        CUDAGraph=Graph,
+        Stream=lambda device=None: types.SimpleNamespace(wait_stream=lambda other: None),
+        current_stream=lambda device=None: types.SimpleNamespace(wait_stream=lambda other: None),
+        stream=lambda stream: contextlib.nullcontext(),
+        graph=graph,
+    )
+
+    class TorchWithFakeCuda:  # torch as graphs.py sees it, with torch.cuda faked
+        def __getattr__(self, name):
+            return fake if name == "cuda" else getattr(torch, name)
+
+    monkeypatch.setattr(graphs, "torch", TorchWithFakeCuda())
+    x0, t = Problem(batch=3, dim=5, steps=4, lr=0.1).inputs()
+    static = graphs.capture(x0, t, 4)
+    assert captured == [{"capture_error_mode": "thread_local"}]
+    assert isinstance(static.graph, Graph) and static.loss.shape == (4,)
+
+
+@pytest.mark.cuda
+def test_graphs_capture_survives_another_thread_allocating_during_it(monkeypatch):
+    """A cudaMalloc from another thread (jax's, say) in the middle of the capture: in the default
+    "global" mode CUDA refuses it, and the capture is lost; in "thread_local" both go on."""
+    from bench.methods import graphs
+
+    capturing, allocated, errors = threading.Event(), threading.Event(), []
+    loop = graphs.analytic_loop
+
+    def loop_that_waits(x, t, lr, loss):
+        if torch.cuda.is_current_stream_capturing():
+            capturing.set()
+            assert allocated.wait(timeout=60), "the other thread did not allocate"
+        loop(x, t, lr, loss)
+
+    def allocate():
+        capturing.wait(timeout=60)
+        try:
+            # New sizes, larger than any block a test leaves in the cache: each a cudaMalloc.
+            blocks = [
+                torch.empty(2**28 + i * 2**21, dtype=torch.uint8, device="cuda") for i in range(4)
+            ]
+            del blocks
+        except Exception as exc:  # the test's verdict, not the thread's
+            errors.append(exc)
+        finally:
+            allocated.set()
+
+    monkeypatch.setattr(graphs, "analytic_loop", loop_that_waits)
+    worker = threading.Thread(target=allocate)
+    worker.start()
+    try:
+        problem = Problem(batch=3, dim=257, steps=STEPS, lr=0.05 * 257)
+        method = graphs.Graphs()
+        x0, t, fit = fit_problem_with(method, problem, "cuda")
+    finally:
+        capturing.set()
+        worker.join(timeout=120)
+    assert not errors, f"the other thread's allocation failed: {errors[0]!r}"
+    assert_matches_the_closed_form(problem, x0, t, fit)
+
+
+def fit_problem_with(method, problem: Problem, device: str):
+    x0, t = problem.inputs(device)
+    return x0, t, method.fit(x0, t, problem.lr, problem.steps)
+
+
+# compiled_graphs: a case fails if inductor skipped CUDA graphs.
+
+
+class FakeCounters(dict):
+    """torch._dynamo.utils.counters: a dict of Counters."""
+
+    def __missing__(self, key):
+        self[key] = collections.Counter()
+        return self[key]
+
+
+def guarded_method(monkeypatch, skip_during_fit: list[str]):
+    """CompiledGraphs with a fake skip counter and a fit that compiles nothing; each fit bumps
+    the count and logs inductor's message for each reason in `skip_during_fit` (emptied after)."""
+    from bench.methods import compiled_graphs
+
+    counters = FakeCounters()
+    logger = logging.getLogger("test.fake_cudagraphs_log")
+    method = compiled_graphs.CompiledGraphs(
+        skips=compiled_graphs.CudagraphSkips(counters=counters, logger=logger)
+    )
+
+    def fit(x0, t, lr, steps):
+        for reason in skip_during_fit:
+            logger.warning(reason)
+            counters["inductor"]["cudagraph_skips"] += 1
+        skip_during_fit.clear()
+
+    monkeypatch.setattr(method, "fit", fit)
+    return method
+
+
+def test_compiled_graphs_fails_where_inductor_skipped_cuda_graphs(monkeypatch):
+    reasons: list[str] = []
+    method = guarded_method(monkeypatch, reasons)
+    x0, t = Problem(batch=3, dim=257, steps=5).inputs()
+    method.prepare(x0, t, 0.1, 5)  # no skip counted: a case may go on
+    method.verify()
+
+    reasons.append("skipping cudagraphs due to mutated inputs (1 instances)")
+    with pytest.raises(RuntimeError) as info:
+        method.prepare(x0, t, 0.1, 5)
+    message = str(info.value)
+    assert "inductor skipped CUDA graphs" in message and "mutated inputs" in message
+    # The shape stays compiled without graphs: a later case of it fails too, with no new skip.
+    with pytest.raises(RuntimeError, match="mutated inputs"):
+        method.prepare(x0, t, 0.5, 9)
+    other, _ = Problem(batch=4, dim=257, steps=5).inputs()
+    method.prepare(other, other, 0.1, 5)  # another shape is not refused
+
+
+def test_compiled_graphs_fails_on_a_skip_during_the_timed_fits(monkeypatch):
+    """A skip at run time (cudagraph trees: an unmanaged input mutation, the re-recording limit)
+    is found by verify, after the case's fits."""
+    reasons: list[str] = []
+    method = guarded_method(monkeypatch, reasons)
+    x0, t = Problem(batch=3, dim=257, steps=5).inputs()
+    method.prepare(x0, t, 0.1, 5)
+    method.skips.counters["inductor"]["cudagraph_skips"] += 1  # counted, nothing logged
+    with pytest.raises(RuntimeError, match=r"cudagraph_skips'\] rose by 1, no reason logged"):
+        method.verify()
+
+
+@pytest.mark.cuda
+def test_compiled_graphs_passes_its_own_guard():
+    """The real method replays CUDA graphs: inductor counts no skip over prepare and fits."""
+    method = get_method("compiled_graphs")
+    problem = Problem(batch=3, dim=257, steps=20, lr=0.05 * 257)
+    x0, t = problem.inputs("cuda")
+    method.prepare(x0, t, problem.lr, problem.steps)
+    for _ in range(3):
+        method.run(x0.clone(), t, problem.lr, problem.steps)
+    torch.cuda.synchronize()
+    method.verify()
+
+
+@pytest.mark.cuda
+def test_compiled_graphs_fails_a_case_where_inductor_really_skips(monkeypatch):
+    """inductor's test switch force_disable_cudagraph_TESTING_ONLY makes it skip CUDA graphs
+    (torch/_inductor/output_code.py) with its log and count: the case fails with the reason."""
+    from bench.methods import compiled_graphs
+
+    def step(x, t, lr):  # a code object of its own: compiled afresh, under the switch
+        return compiled_graphs.step_in_place(x, t, lr)
+
+    compiled = torch.compile(step, mode="reduce-overhead", dynamic=False, fullgraph=True)
+    monkeypatch.setattr(compiled_graphs, "compiled_step_in_place", lambda: compiled)
+    method = compiled_graphs.CompiledGraphs()
+    x0, t = Problem(batch=3, dim=257, steps=5).inputs("cuda")
+    with (
+        torch._inductor.config.patch(force_disable_cudagraph_TESTING_ONLY=True),
+        torch.compiler.config.patch(force_disable_caches=True),  # the switch is no cache key
+        pytest.raises(RuntimeError) as info,
+    ):
+        method.prepare(x0, t, 0.1, 5)
+    assert "inductor skipped CUDA graphs" in str(info.value)
+    assert "force_disable_cudagraph_TESTING_ONLY" in str(info.value)
+    with pytest.raises(RuntimeError, match="inductor skipped CUDA graphs"):
+        method.prepare(x0, t, 0.1, 5)
+
+
+# jax: the step scale is made once per device, dtype, D and lr, not in every fit.
+
+
+def test_jax_makes_its_step_scale_once_per_shape(monkeypatch):
+    method = get_method("jax")
+    reason = method.available("cpu")
+    if reason is not None:
+        pytest.skip(reason)
+    from bench.methods.jax_scan import jax_module
+
+    jax = jax_module()
+    puts = []
+    real = jax.device_put
+    monkeypatch.setattr(jax, "device_put", lambda *a, **k: puts.append(a) or real(*a, **k))
+    problem = Problem(batch=3, dim=257, steps=5, lr=0.7)
+    x0, t = problem.inputs("cpu")
+    method.prepare(x0, t, problem.lr, problem.steps)
+    made = len(puts)
+    for _ in range(3):  # the timed fits: no host-to-device copy of the scale
+        assert_matches_the_closed_form(problem, x0, t, method.fit(x0, t, problem.lr, 5))
+    assert len(puts) == made
+    method.fit(x0, t, 1.3, 5)  # a new lr: one new scale
+    assert len(puts) == made + 1

@@ -11,6 +11,7 @@ from bench.methods.analytic import Analytic
 from bench.methods.autograd import Autograd
 from bench.methods.base import Fit, Method
 from bench.methods.compiled import Compiled
+from bench.methods.compiled_fused import CompiledFused
 from bench.methods.compiled_graphs import CompiledGraphs
 from bench.methods.graphs import Graphs
 from bench.methods.jax_scan import Jax
@@ -26,6 +27,7 @@ METHODS: dict[str, Method] = {
         Compiled(),
         TritonStep(),
         TritonFused(),
+        CompiledFused(),
         Graphs(),
         CompiledGraphs(),
         SGD(),
