@@ -12,7 +12,20 @@ Two ways to start it, one code path on the ranks (`rank_main`):
 
 On CUDA each rank uses cuda:LOCAL_RANK with NCCL; on the CPU, gloo, with torch threads per rank =
 the cores this process may use // the ranks on this node. Rank 0 checks every case's gathered x and
-its trace against the closed form, prints the table and writes it (CSV and Markdown) to --out.
+its trace against the closed form, prints the table and writes to --out: scale.csv and scale.md;
+scale.json, a pytest-benchmark results file that bench.results reads (a case per method, problem,
+scaling and rank count: `case_problem`); and the page, scaling/index.html (bench.report.scaling).
+
+`--scaling strong` (the default) splits each problem of the sweep over the ranks; `weak` gives
+each rank the sweep problem's rows (B = its B x ranks); `both` measures the two, the 1-rank case
+once.
+
+A rank that fails ends the run, never hangs it. One node: the launcher (torchrun, or ours under
+`--ranks`) polls its ranks every 0.1 s (torchrun's --monitor-interval default), stops the others
+at the first failure (SIGTERM, SIGKILL SHUTDOWN_S later), and the command exits 1 naming the rank
+(`failure_line`; under torchrun, torchrun's summary names it). Across nodes, a rank whose peer
+died fails in its next collective: at once where the connection breaks (gloo), at the latest
+after `--timeout` seconds (the process group's timeout, DEFAULT_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -36,6 +49,9 @@ DEFAULT_TIMEOUT_S = 600
 SHUTDOWN_S = 5
 
 
+SCALING_CHOICES = ("strong", "weak", "both")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What every rank measures: given to each rank of a launch (as JSON on its command line)."""
@@ -48,6 +64,7 @@ class Plan:
     timeout_s: float = DEFAULT_TIMEOUT_S
     launched: bool = False  # started by `--ranks`, one launch per count (not torchrun)
     progress: tuple[int, int] = (0, 0)  # cases shown before this launch's, and in all (--ranks)
+    scaling: tuple[str, ...] = ("strong",)  # "strong", "weak" or both, in that order
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "launcher per count (default: 1,2). Under torchrun: process groups of the first n ranks "
         "of the launch (default: 1, 2, 4, ... up to its ranks). 1 is always measured: the "
         "speedups are over it",
+    )
+    parser.add_argument(
+        "--scaling",
+        default="strong",
+        metavar="strong|weak|both",
+        help="strong: each problem of the sweep as it is, split over the ranks; weak: each rank "
+        "holds as many rows as the sweep's problem has (B = rows per rank x ranks); both "
+        "(default: strong)",
     )
     parser.add_argument(
         "--sweep", default="quick", help="the named set of problems to time (default: quick)"
@@ -77,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="where to write scale.csv and scale.md (default: reports/scale/<UTC time>/)",
+        help="where to write scale.csv, scale.md, scale.json (the results file) and the page "
+        "scaling/index.html (default: reports/scale/<UTC time>/)",
     )
     parser.add_argument(
         "--rounds",
@@ -162,6 +188,8 @@ def make_plan(args: argparse.Namespace, world: int | None) -> Plan:
             counts = parse_ranks(args.ranks) if args.ranks else (1, 2)
         else:
             counts = parse_ranks(args.ranks) if args.ranks else default_counts(world)
+        if args.scaling not in SCALING_CHOICES:
+            raise ValueError(f"--scaling {args.scaling}: give strong, weak or both")
         rounds = int(parse_positive(args.rounds, "--rounds", 5, integer=True))
         timeout = parse_positive(args.timeout, "--timeout", 1, integer=False)
     except ValueError as exc:
@@ -180,7 +208,17 @@ def make_plan(args: argparse.Namespace, world: int | None) -> Plan:
                 f"--ranks {args.ranks}: {counts[-1]} ranks need {counts[-1]} CUDA devices, one "
                 f"each; this machine has {gpus} (more nodes: run under torchrun, see README)"
             )
-    return Plan(sweep, tuple(methods), device, counts, rounds, timeout, launched=world is None)
+    scaling = ("strong", "weak") if args.scaling == "both" else (args.scaling,)
+    return Plan(
+        sweep,
+        tuple(methods),
+        device,
+        counts,
+        rounds,
+        timeout,
+        launched=world is None,
+        scaling=scaling,
+    )
 
 
 def default_out(reports: Path = Path("reports")) -> Path:
@@ -235,7 +273,7 @@ def launch_all(plan: Plan, out: Path) -> int:
     from bench.sweeps import get_sweep
 
     cases: list[dict[str, Any]] = []
-    total = len(get_sweep(plan.sweep)) * len(plan.methods) * len(plan.counts)
+    total = len(get_sweep(plan.sweep)) * len(plan.methods) * len(plan.counts) * len(plan.scaling)
     for i, count in enumerate(plan.counts):
         interrupt.set_stage(
             f"while {count} rank{'s' if count > 1 else ''} ran (rank count {i + 1} of "
@@ -308,19 +346,59 @@ def launch(count: int, plan: Plan) -> list[dict[str, Any]]:
         return json.loads(results.read_text(encoding="utf-8"))
 
 
+# What a rank says when a peer's death broke its collective: a consequence, never the cause.
+PEER_ERRORS = (
+    "DistBackendError",
+    "DistNetworkError",
+    "DistStoreError",
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "timed out",
+    "Timed out",
+)
+
+
 def failure_line(exc: Any, count: int) -> str:
-    """'rank 1 of 2 failed (exit code 1): RuntimeError: ...', from the launcher's record of the
-    first rank that failed (the rank printed its traceback itself)."""
-    rank, failure = exc.get_first_failure()
-    if failure.exitcode < 0:
-        what = f"was killed by {failure.signal_name()}"
-    else:
-        what = f"failed (exit code {failure.exitcode})"
+    """'rank 1 of 2 was killed by SIGKILL', 'rank 0 of 2 failed (exit code 1): RuntimeError: ...',
+    from the launcher's record of the failed ranks (each printed its traceback itself).
+
+    The launcher's own choice (`get_first_failure`: the earliest time, in whole seconds, lowest
+    rank first on a tie) names the wrong rank: when rank 1 is killed, the launcher stops rank 0
+    with SIGTERM in the same second and records that too, and a rank whose collective broke
+    records its error in the same second. The cause is chosen here instead: the failures in the
+    order the launcher saw them (its record keeps that order: the ranks it stopped come after the
+    ones that failed), a rank whose error is a broken collective (PEER_ERRORS) after any other."""
+    failures = exc.failures
+    seen = {rank: i for i, rank in enumerate(failures)}
+
+    def order(rank: int) -> tuple[bool, int]:
+        peer = any(s in message_of(failures[rank]) for s in PEER_ERRORS)
+        return (failures[rank].exitcode >= 0 and peer, seen[rank])
+
+    rank = min(failures, key=order)
+    line = f"rank {rank} of {count} {what_happened(failures[rank])}"
+    others = sorted(set(failures) - {rank})
+    if others:
+        line += f"; rank{'s' if len(others) > 1 else ''} "
+        line += ", ".join(str(r) for r in others) + " ended after it"
+    return line
+
+
+def message_of(failure: Any) -> str:
+    """The last line of what the rank recorded (bench.scale.launched_rank's `record`)."""
     message = (failure.error_file_data or {}).get("message", {})
     if isinstance(message, dict):
         message = message.get("message", "")
     detail = [line for line in str(message).strip().splitlines() if line != "<NONE>"]
-    return f"rank {rank} of {count} {what}" + (f": {detail[-1]}" if detail else "")
+    return detail[-1] if detail else ""
+
+
+def what_happened(failure: Any) -> str:
+    if failure.exitcode < 0:
+        return f"was killed by {failure.signal_name()}"
+    detail = message_of(failure)
+    return f"failed (exit code {failure.exitcode})" + (f": {detail}" if detail else "")
 
 
 def launched_rank(argv: Sequence[str]) -> None:
@@ -397,7 +475,7 @@ def measure_all(
     groups = {n: None if n == world else dist.new_group(list(range(n))) for n in plan.counts}
     problems, methods = get_sweep(plan.sweep), [get_method(name) for name in plan.methods]
     shown, total = plan.progress
-    total = total or len(problems) * len(methods) * len(plan.counts)
+    total = total or len(problems) * len(methods) * len(plan.counts) * len(plan.scaling)
     cases: list[dict[str, Any]] = []
     common = {
         "device": device.type,
@@ -412,20 +490,47 @@ def measure_all(
     for problem in problems:
         x0, t = problem.inputs("cpu")  # each rank moves only its own rows to its device
         for method in methods:
+            # Each rank holds at most the sweep problem's rows, in both scalings.
             reason = method.can_time(problem, device)
-            for count in plan.counts:
-                case = {**common, **problem_fields(problem), "method": method.name, "ranks": count}
-                if reason is not None:
-                    case["skipped"] = reason
-                elif rank < count:
-                    case.update(
-                        measure_case(method, problem, x0, t, groups[count], device, plan.rounds)
-                    )
-                distributed.barrier(None, device)  # ranks beyond `count` wait here
-                if rank == 0:
-                    cases.append(case)
-                    print(progress_line(case, shown + len(cases), total), flush=True)
+            one_rank: dict[str, Any] = {}
+            for scaling in plan.scaling:
+                for count in plan.counts:
+                    shape = scaled(problem, scaling, count)
+                    case = {
+                        **common,
+                        **problem_fields(shape),
+                        "sweep_problem": problem.name,
+                        "scaling": scaling,
+                        "method": method.name,
+                        "ranks": count,
+                    }
+                    same = scaling == "weak" and count == 1 and "strong" in plan.scaling
+                    if reason is not None:
+                        case["skipped"] = reason
+                    elif same:  # weak scaling on 1 rank is strong scaling's 1-rank case
+                        case = {**one_rank, "scaling": "weak"}
+                    elif rank < count:
+                        inputs = (x0, t) if shape is problem else shape.inputs("cpu")
+                        group = groups[count]
+                        case.update(
+                            measure_case(method, shape, *inputs, group, device, plan.rounds)
+                        )
+                    if not same:
+                        distributed.barrier(None, device)  # ranks beyond `count` wait here
+                    if count == 1:
+                        one_rank = case
+                    if rank == 0:
+                        cases.append(case)
+                        print(progress_line(case, shown + len(cases), total), flush=True)
     return cases if rank == 0 else None
+
+
+def scaled(problem: Any, scaling: str, count: int) -> Any:
+    """The problem `count` ranks fit together: the sweep's (strong scaling), or with B = its B x
+    count, so that each rank holds the sweep problem's rows (weak scaling)."""
+    if scaling == "strong" or count == 1:
+        return problem
+    return replace(problem, batch=problem.batch * count)
 
 
 def problem_fields(problem: Any) -> dict[str, Any]:
@@ -436,6 +541,7 @@ def problem_fields(problem: Any) -> dict[str, Any]:
         "steps": problem.steps,
         "lr": problem.lr,
         "dtype": problem.dtype,
+        "seed": problem.seed,
     }
 
 
@@ -472,6 +578,7 @@ def measure_case(
         slowest = times.argmax(dim=1)
         result.update(
             samples_s=times.amax(dim=1).tolist(),
+            rank_samples_s=times.tolist(),  # [round][rank], seconds
             rank_medians_s=times.median(dim=0).values.tolist(),
             slowest_rank=int(slowest.mode().values),
             rows_per_rank=-(-batch // count),
@@ -512,6 +619,8 @@ COLUMNS = (
     "backend",
     "world_size",
     "ranks",
+    "scaling",
+    "sweep_problem",
     "batch",
     "dim",
     "steps",
@@ -545,49 +654,62 @@ COLUMNS = (
 
 def scaling_rows(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each case with its time per fit (median and 95% interval of the rounds' slowest-rank
-    times), its speedup over the same problem and method on 1 rank (ratio of medians with its 95%
-    interval, bench.stats.ratio_interval) and its efficiency (speedup / ranks)."""
+    times), its speedup over the same sweep problem, scaling and method on 1 rank and its
+    efficiency, each with its 95% interval (bench.stats.ratio_interval of t1 / tn).
+
+    Strong scaling (B fixed): speedup = t1 / tn, efficiency = speedup / n. Weak scaling (B = the
+    sweep's B x n, the same rows per rank): efficiency = t1 / tn (1 when n ranks fit n times the
+    rows in the time one took), speedup = n t1 / tn, the gain in rows fitted per second; so
+    efficiency = speedup / n in both."""
     from bench import stats
 
-    one = {
-        (c["problem"], c["method"]): c["samples_s"]
-        for c in cases
-        if c["ranks"] == 1 and "samples_s" in c
-    }
+    one = {base_key(c): c["samples_s"] for c in cases if c["ranks"] == 1 and "samples_s" in c}
     rows = []
     for case in cases:
         row = {name: case.get(name) for name in COLUMNS}
+        row["scaling"] = case.get("scaling", "strong")
         samples = case.get("samples_s")
         if samples:
             time = stats.median_interval(samples)
             row.update(time_s=time.estimate, time_low_s=time.low, time_high_s=time.high)
-            base = one.get((case["problem"], case["method"]))
+            base = one.get(base_key(case))
             if base is not None:
                 n = case["ranks"]
                 if n == 1:
-                    speedup = stats.Interval(1.0, 1.0, 1.0)
+                    ratio = stats.Interval(1.0, 1.0, 1.0)
                 elif min(len(base), len(samples)) >= stats.MIN_SAMPLES:
-                    speedup = stats.ratio_interval(base, samples)
+                    ratio = stats.ratio_interval(base, samples)
                 else:
                     median = stats.median_interval(base).estimate / time.estimate
-                    speedup = stats.Interval(median, math.nan, math.nan)
+                    ratio = stats.Interval(median, math.nan, math.nan)
+                gain = n if row["scaling"] == "weak" else 1  # rows n times as many
                 row.update(
-                    speedup=speedup.estimate,
-                    speedup_low=speedup.low,
-                    speedup_high=speedup.high,
-                    efficiency=speedup.estimate / n,
-                    efficiency_low=speedup.low / n,
-                    efficiency_high=speedup.high / n,
+                    speedup=gain * ratio.estimate,
+                    speedup_low=gain * ratio.low,
+                    speedup_high=gain * ratio.high,
+                    efficiency=gain * ratio.estimate / n,
+                    efficiency_low=gain * ratio.low / n,
+                    efficiency_high=gain * ratio.high / n,
                 )
         rows.append(row)
     return rows
 
 
+def base_key(case: dict[str, Any]) -> tuple[str, str, str]:
+    """What a case's 1-rank case shares with it: scaling, sweep problem, method."""
+    return (
+        case.get("scaling", "strong"),
+        case.get("sweep_problem", case["problem"]),
+        case["method"],
+    )
+
+
 def row_texts(row: dict[str, Any]) -> list[str]:
-    """problem, method, ranks, rows/rank, threads, time per fit, speedup, efficiency, oracle."""
+    """problem, method, ranks, scaling, rows/rank, threads, time per fit, speedup, efficiency,
+    oracle."""
     from bench.report.tables import seconds, significant, speedup_text
 
-    head = [row["problem"], row["method"], str(row["ranks"])]
+    head = [row["problem"], row["method"], str(row["ranks"]), row.get("scaling") or "strong"]
     if row.get("skipped"):
         return [*head, "—", "—", "—", "—", "—", f"skipped: {row['skipped']}"]
     time = f"{seconds(row['time_s'])} [{seconds(row['time_low_s'])}, {seconds(row['time_high_s'])}]"
@@ -613,6 +735,7 @@ HEADERS = (
     "problem",
     "method",
     "ranks",
+    "scaling",
     "rows/rank",
     "threads/rank",
     "time per fit [95%]",
@@ -655,8 +778,20 @@ def notes(rows: Sequence[dict[str, Any]], plan: Plan) -> list[str]:
         f"{first.get('backend', '?')}; {how}.",
         "Time per fit: the slowest rank's (a barrier, then each rank's sharded fit with the "
         "trace's all-reduce and a wait for its device; the maximum over the ranks per round); "
-        f"median of {plan.rounds} rounds with its 95% interval. Speedup: the 1-rank median over "
-        "this one, with its 95% interval; efficiency: speedup / ranks.",
+        f"median of {plan.rounds} rounds with its 95% interval."
+        + (
+            " Strong scaling (the sweep's B split over the ranks): speedup = the 1-rank median "
+            "over this one, with its 95% interval; efficiency = speedup / ranks."
+            if "strong" in plan.scaling
+            else ""
+        )
+        + (
+            " Weak scaling (each rank holds the sweep problem's B rows, B = that x ranks): "
+            "efficiency = the 1-rank median over this one, with its 95% interval; speedup = "
+            "ranks x efficiency (rows fitted per second over 1 rank's)."
+            if "weak" in plan.scaling
+            else ""
+        ),
     ]
     if plan.device == "cpu":
         lines.append(
@@ -682,6 +817,178 @@ def notes(rows: Sequence[dict[str, Any]], plan: Plan) -> list[str]:
     return lines
 
 
+# --- the results file ----------------------------------------------------------------------------
+
+RESULTS_NAME = "scale.json"
+
+
+def case_problem(case: dict[str, Any]) -> str:
+    """The problem name a case has in the results file: the problem's and its rank count,
+    `B1024xD1024-K100-lr51.2-float32-r2`; in weak scaling, with the whole batch's B and "-weak"
+    so that it never meets a strong case of that B: `B2048xD1024-K100-lr51.2-float32-weak-r2`.
+
+    CASE_KEY (method, problem, dtype, device) stays as it is. The count goes in the problem,
+    which names what was fitted, and not in the method, whose name stays the one of
+    bench.methods (colours, baselines and `compare` look methods up by it): two scale runs
+    compare case by case, same method, problem, scaling and rank count; and the sweep's problem
+    name is a prefix of the case's (also in extra_info.sweep_problem)."""
+    weak = "-weak" if case.get("scaling") == "weak" else ""
+    return f"{case['problem']}{weak}-r{case['ranks']}"
+
+
+def results_json(
+    cases: Sequence[dict[str, Any]], plan: Plan, environment: dict[str, Any]
+) -> dict[str, Any]:
+    """One pytest-benchmark results file (bench.results): a benchmark per measured case, its raw
+    samples the rounds' slowest-rank times (seconds per fit), each rank's own times in
+    extra_info.rank_samples_s; the skipped cases in vecreg.skipped."""
+    import datetime as dt
+    import platform
+
+    from pytest_benchmark import __version__ as pytest_benchmark_version
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+
+    entries, skipped = [], []
+    for case in cases:
+        name = case_problem(case)
+        if "skipped" in case:
+            skipped.append({"method": case["method"], "problem": name, "reason": case["skipped"]})
+            continue
+        entries.append(benchmark_entry(case, name))
+    machine = pytest_benchmark_generate_machine_info()
+    machine["vecreg"] = environment
+    return {
+        "machine_info": machine,
+        "commit_info": get_commit_info(),
+        "benchmarks": entries,
+        "datetime": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "version": pytest_benchmark_version,
+        "vecreg": {
+            "sweep": plan.sweep,
+            "kind": "scale",
+            "python": platform.python_version(),
+            "skipped": skipped,
+            "failed": [],  # a rank that fails ends the run: no file is written
+            "complete": True,  # written only once every case of the plan was measured
+            "cases_total": len(cases),
+            "cases_done": len(cases),
+        },
+    }
+
+
+def benchmark_entry(case: dict[str, Any], name: str) -> dict[str, Any]:
+    """One benchmark of the results file, as pytest-benchmark writes it (tests/results_factory)."""
+    import statistics
+
+    from bench import stats
+    from bench.results import NOISY_IQR_OVER_MEDIAN
+
+    samples = [float(s) for s in case["samples_s"]]
+    q1, median, q3 = stats.quartiles(samples)
+    interval = stats.median_interval(samples)
+    steps, elements = case["steps"], case["batch"] * case["dim"]
+    itemsize = {"float64": 8, "float32": 4}.get(case["dtype"], 2)
+    bytes_per_step = 3 * itemsize * elements
+    per_step = median / steps
+    spread = (q3 - q1) / median
+    info = {
+        "method": case["method"],
+        "problem": name,
+        "batch": case["batch"],
+        "dim": case["dim"],
+        "steps": steps,
+        "lr": case["lr"],
+        "dtype": case["dtype"],
+        "seed": case.get("seed"),
+        "device": case["device"],
+        "device_name": case["device_name"],
+        "time_per_step_s": per_step,
+        "time_per_step_iqr_s": (q3 - q1) / steps,
+        "time_per_step_low_s": interval.low / steps,
+        "time_per_step_high_s": interval.high / steps,
+        "precision": interval.relative_halfwidth(),
+        "elements_steps_per_s": elements * steps / median,
+        "bytes_per_step": bytes_per_step,
+        "bandwidth_gbs": bytes_per_step / per_step / 1e9,
+        "iqr_over_median": spread,
+        "noisy": spread > NOISY_IQR_OVER_MEDIAN,
+        "oracle_max_abs_err": case["x_err"],
+        "oracle_ok": case["oracle_ok"],
+        "load_before": case.get("load_before"),
+        "load_after": case.get("load_after"),
+        # the scaling figures (bench.results: optional fields)
+        "sweep_problem": case.get("sweep_problem", case["problem"]),
+        "scaling": case.get("scaling", "strong"),
+        "ranks": case["ranks"],
+        "world_size": case["world_size"],
+        "backend": case["backend"],
+        "rows_per_rank": case["rows_per_rank"],
+        "empty_ranks": case["empty_ranks"],
+        "threads_per_rank": case["threads_per_rank"],
+        "slowest_rank": case["slowest_rank"],
+        "rank_samples_s": case["rank_samples_s"],  # [round][rank]; samples: the max per round
+    }
+    return {
+        "group": case.get("sweep_problem", case["problem"]),
+        "name": f"scale[{case['method']}-{name}-{case['device']}]",
+        "fullname": f"bench/scale.py::scale[{case['method']}-{name}-{case['device']}]",
+        "params": {"method": case["method"], "problem": name, "device": case["device"]},
+        "param": f"{case['method']}-{name}-{case['device']}",
+        "extra_info": info,
+        "options": {
+            "disable_gc": False,
+            "timer": "perf_counter",
+            "min_rounds": len(samples),
+            "max_time": None,
+            "min_time": None,
+            "warmup": True,
+        },
+        "stats": {
+            "min": min(samples),
+            "max": max(samples),
+            "mean": sum(samples) / len(samples),
+            "stddev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+            "rounds": len(samples),
+            "median": median,
+            "iqr": q3 - q1,
+            "q1": q1,
+            "q3": q3,
+            "iqr_outliers": 0,
+            "stddev_outliers": 0,
+            "outliers": "0;0",
+            "ld15iqr": min(samples),
+            "hd15iqr": max(samples),
+            "ops": len(samples) / sum(samples),
+            "total": sum(samples),
+            "iterations": 1,
+            "data": samples,
+        },
+    }
+
+
+def write_results(cases: Sequence[dict[str, Any]], plan: Plan, out: Path) -> Path:
+    """`out/scale.json`, written atomically and checked by the results model before it is put in
+    place."""
+    import json
+    import tempfile
+
+    import torch
+
+    from bench import environment
+    from bench.results import Results, write_atomically
+
+    env = environment.collect(torch.device(plan.device))
+    text = json.dumps(results_json(cases, plan, env), indent=2, allow_nan=False)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".scale-check-") as tmp:
+        check = Path(tmp) / RESULTS_NAME
+        check.write_text(text, encoding="utf-8")
+        Results.load(check)  # what this writes, the harness reads
+    target = out / RESULTS_NAME
+    write_atomically(target, text)
+    return target
+
+
 def finish(cases: list[dict[str, Any]], plan: Plan, out: Path) -> int:
     """Print the table and write it; 1 where a case disagreed with the closed form."""
     import csv
@@ -703,13 +1010,18 @@ def finish(cases: list[dict[str, Any]], plan: Plan, out: Path) -> int:
                 )
         markdown = ["# Scaling", "", *lines, "", *markdown_table(rows), ""]
         (out / "scale.md").write_text("\n".join(markdown), encoding="utf-8")
+        results = write_results(cases, plan, out)
     finally:
         interrupt.resume()
+    from bench.report.scaling import write_page
+
+    page = write_page(results, out)  # published whole, or not at all
     print()
     print("\n".join(text))
     print()
     print("\n".join(lines))
-    print(f"\nThe table: {out / 'scale.md'} and {out / 'scale.csv'}")
+    print(f"\nThe table: {out / 'scale.md'} and {out / 'scale.csv'}; the results: {results}")
+    print(f"The page: {page}")
     wrong = [row for row in rows if row.get("oracle_ok") is False]
     for row in wrong:
         print(f"error: {wrong_line(row, row['method'], row['ranks'])}", file=sys.stderr)

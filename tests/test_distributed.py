@@ -8,9 +8,11 @@ interrupted. The rest needs no process group.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import itertools
+import json
 import math
 import os
 import signal
@@ -29,9 +31,13 @@ from bench.distributed import oracle_errors, rows, sharded_fit, time_sharded_fit
 from bench.environment import default_threads
 from bench.methods import get_method
 from bench.problem import Problem
+from bench.results import Results
 
 WORLD = 3
 LAUNCH_TIMEOUT_S = 240  # a launch here takes 5 to 20 s on a busy 2-core machine
+# A killed rank must end the command within this: the launcher polls its ranks every 0.1 s and
+# gives the others bench.scale.SHUTDOWN_S to stop after SIGTERM.
+KILLED_TIMEOUT_S = 30
 # The trace's rounding: each rank's float32 mean of its rows, combined in float64 and rounded once,
 # against one float32 mean over all rows (1.6 to 1.9 eps measured).
 TRACE_RTOL = 4 * torch.finfo(torch.float32).eps
@@ -46,7 +52,9 @@ CASES = [
     ("autograd", 4, 65, "bfloat16"),
 ]
 STEPS = 20
-SWEEP_PLAN = scale.Plan("smoke", ("analytic", "autograd"), "cpu", (1, 2, 3), rounds=5)
+SWEEP_PLAN = scale.Plan(
+    "smoke", ("analytic", "autograd"), "cpu", (1, 2, 3), rounds=5, scaling=("strong", "weak")
+)
 COLLECTIVES = (
     "all_reduce",
     "gather",
@@ -234,20 +242,59 @@ def test_timing_takes_every_ranks_time(sharded):
 def test_the_sweep_under_torchrun_measures_every_count(sharded, tmp_path, capsys):
     cases = sharded[0]["sweep"]
     assert all(got["sweep"] is None for got in sharded[1:])  # rank 0 alone reports
-    assert [(c["method"], c["ranks"]) for c in cases] == [
-        (m, n) for m in ("analytic", "autograd") for n in (1, 2, 3)
+    assert [(c["method"], c["scaling"], c["ranks"]) for c in cases] == [
+        (m, s, n) for m in ("analytic", "autograd") for s in ("strong", "weak") for n in (1, 2, 3)
     ]
     for case in cases:
         assert case["oracle_ok"], case
         assert len(case["samples_s"]) == 5 and min(case["samples_s"]) > 0
-        assert case["rows_per_rank"] == -(-4 // case["ranks"]) and case["world_size"] == WORLD
+        assert case["sweep_problem"] == "B4xD33-K10-lr1.65-float32" and case["world_size"] == WORLD
+        if case["scaling"] == "strong":  # B = 4 split over the ranks
+            assert case["batch"] == 4 and case["rows_per_rank"] == -(-4 // case["ranks"])
+        else:  # 4 rows per rank
+            assert case["batch"] == 4 * case["ranks"] and case["rows_per_rank"] == 4
+    one = {c["method"]: c for c in cases if c["ranks"] == 1 and c["scaling"] == "strong"}
+    for case in cases:  # weak on 1 rank is the strong 1-rank case, measured once
+        if case["ranks"] == 1 and case["scaling"] == "weak":
+            assert case["samples_s"] == one[case["method"]]["samples_s"]
     assert scale.finish(cases, SWEEP_PLAN, tmp_path / "out") == 0
     printed = capsys.readouterr().out
     assert "one torchrun launch of 3 ranks, each count on its first n ranks" in printed
     with open(tmp_path / "out" / "scale.csv", encoding="utf-8") as fh:
         written = list(csv.DictReader(fh))
-    assert [float(r["speedup"]) for r in written if r["ranks"] == "1"] == [1.0, 1.0]
+    assert [float(r["speedup"]) for r in written if r["ranks"] == "1"] == [1.0] * 4
     assert all(float(r["speedup_low"]) <= float(r["speedup_high"]) for r in written)
+    results = Results.load(tmp_path / "out" / "scale.json")
+    assert len({c.key for c in results.cases}) == len(cases) == 12
+    assert {c.problem for c in results.cases if c.info["scaling"] == "weak"} == {
+        "B4xD33-K10-lr1.65-float32-weak-r1",
+        "B8xD33-K10-lr1.65-float32-weak-r2",
+        "B12xD33-K10-lr1.65-float32-weak-r3",
+    }
+    check_page(tmp_path / "out", rows=12, panels=2, methods=["autograd", "analytic"])
+
+
+def check_page(out: Path, rows: int, panels: int, methods: list[str]) -> None:
+    """out/scaling/index.html: self-contained (the plot a data URI, nothing fetched), the table
+    with a row per case, the plot with a panel per scaling and problem, the ideal line."""
+    from bench.report import scaling
+
+    page = (out / "scaling" / "index.html").read_text(encoding="utf-8")
+    assert page.count('<img src="data:image/png;base64,') == 1
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "speedup over 1 rank [95%]" in page and "efficiency [95%]" in page
+    assert page.count("<tr><td>B") == rows
+    assert (out / "scaling" / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = Results.load(out / "scaling" / "results.json")
+    fig = scaling.speedup_figure(scaling.scaling_rows(results))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == panels
+    for ax in axes:
+        assert ax.get_xlabel() == "ranks" and "speedup" in ax.get_ylabel()
+        ideal = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert len(ideal) == 1 and list(ideal[0].get_xdata()) == list(ideal[0].get_ydata())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [*methods, "ideal: speedup = ranks"]
 
 
 # --- the scaling table, without a launch ---------------------------------------------------------
@@ -281,6 +328,58 @@ def test_speedup_and_efficiency_come_with_intervals():
     assert any("4 ranks hold no rows" in line for line in scale.notes([one, two, eight], plan))
 
 
+def test_the_failure_named_is_the_cause_not_its_consequences():
+    from types import SimpleNamespace
+
+    def failure(exitcode: int, message: str = "", signal_name: str = "SIGTERM"):
+        data = {"message": {"message": message}} if message else {}
+        return SimpleNamespace(
+            exitcode=exitcode, error_file_data=data, signal_name=lambda: signal_name, timestamp=7
+        )
+
+    broken = "DistBackendError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer"
+    # rank 0's all-reduce broke first (seen first), then rank 1 was found killed
+    seen = {0: failure(1, broken), 1: failure(-9, signal_name="SIGKILL")}
+    assert scale.failure_line(SimpleNamespace(failures=seen), 2) == (
+        "rank 1 of 2 was killed by SIGKILL; rank 0 ended after it"
+    )
+    # rank 2 raised; the launcher then stopped ranks 0 and 1 (recorded after it)
+    seen = {2: failure(1, "Traceback...\nMemoryError: out of memory"), 0: failure(-15),
+            1: failure(-15)}  # fmt: skip
+    assert scale.failure_line(SimpleNamespace(failures=seen), 3) == (
+        "rank 2 of 3 failed (exit code 1): MemoryError: out of memory; ranks 0, 1 ended after it"
+    )
+
+
+def test_weak_scaling_efficiency_is_t1_over_tn():
+    def weak(ranks: int, median: float) -> dict:
+        case = fake_case("analytic", ranks, median, batch=4 * ranks)
+        return {**case, "rows_per_rank": 4, "scaling": "weak", "sweep_problem": "P"}
+
+    # strong cases of the same sweep problem and method do not mix in: their own 1-rank case
+    strong = [fake_case("analytic", 1, 0.001), fake_case("analytic", 2, 0.0009)]
+    rows = scale.scaling_rows([*strong, weak(1, 0.010), weak(2, 0.0125), weak(4, 0.020)])
+    one, two, four = rows[2:]
+    assert one["efficiency"] == one["speedup"] == 1.0 and one["scaling"] == "weak"
+    assert math.isclose(two["efficiency"], 0.010 / 0.0125)  # t1 / tn
+    assert math.isclose(two["speedup"], 2 * 0.010 / 0.0125)  # n t1 / tn: rows per second
+    assert math.isclose(four["efficiency"], 0.5)
+    assert four["efficiency_low"] < 0.5 < four["efficiency_high"]
+    assert math.isclose(four["speedup_high"], 4 * four["efficiency_high"])
+    assert math.isclose(rows[1]["speedup"], 0.001 / 0.0009)  # strong: t1 / tn
+    text = "\n".join(scale.text_table(rows))
+    assert "80.0% [" in text and "50.0% [" in text and " weak " in text
+
+
+@pytest.mark.parametrize(("value", "expected"), [("strong", ("strong",)), ("weak", ("weak",)),
+                                                 ("both", ("strong", "weak"))])  # fmt: skip
+def test_scaling_is_parsed(value, expected):
+    parser = argparse.ArgumentParser()
+    scale.add_arguments(parser)
+    args = parser.parse_args(["--scaling", value, "--device", "cpu"])
+    assert scale.make_plan(args, None).scaling == expected
+
+
 def test_rank_counts_are_parsed():
     assert scale.parse_ranks("4,2") == (1, 2, 4)  # 1 is always measured
     assert scale.parse_ranks(" 1 , 3") == (1, 3)
@@ -300,6 +399,7 @@ def test_rank_counts_are_parsed():
         (["--device", "tpu"], "device='tpu' is not a device name"),
         (["--rounds", "3"], "--rounds 3: it must be a whole number >= 5"),
         (["--timeout", "0"], "--timeout 0: it must be a number >= 1"),
+        (["--scaling", "nope"], "--scaling nope: give strong, weak or both"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, says, capsys, monkeypatch, tmp_path):
@@ -351,16 +451,21 @@ def test_scale_end_to_end(tmp_path):
     out = tmp_path / "scale"
     done = subprocess.run(
         bench_command("--ranks", "1,2", "--sweep", "smoke", "--methods", "analytic",
-                      "--device", "cpu", "--rounds", "5", "--out", str(out)),
+                      "--device", "cpu", "--rounds", "5", "--out", str(out), "--scaling", "both"),
         cwd=tmp_path, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    weak = [line.split() for line in done.stdout.splitlines() if " weak " in line]
+    assert [(row[0], row[2], row[4]) for row in weak] == [
+        ("B4xD33-K10-lr1.65-float32", "1", "4"),  # 4 rows per rank
+        ("B8xD33-K10-lr1.65-float32", "2", "4"),
+    ]
     problem = "B4xD33-K10-lr1.65-float32"  # the smoke sweep's one problem
     table = [line.split() for line in done.stdout.splitlines() if line.startswith(problem)]
-    assert [row[2] for row in table] == ["1", "2"]
+    assert [row[2] for row in table if row[3] == "strong"] == ["1", "2"]
     assert all(row[-1] == "ok" for row in table)
     with open(out / "scale.csv", encoding="utf-8") as fh:
-        written = list(csv.DictReader(fh))
+        written = [r for r in csv.DictReader(fh) if r["scaling"] == "strong"]
     assert [(r["method"], r["ranks"], r["oracle_ok"]) for r in written] == [
         ("analytic", "1", "True"),
         ("analytic", "2", "True"),
@@ -372,6 +477,100 @@ def test_scale_end_to_end(tmp_path):
     markdown = (out / "scale.md").read_text(encoding="utf-8")
     assert "| B4xD33-K10-lr1.65-float32 | analytic | 2 |" in markdown
     assert "backend gloo" in markdown and "Load (1-minute average" in markdown
+    check_results_file(out / "scale.json", world_sizes=[1, 2], weak=True)
+    check_page(out, rows=4, panels=2, methods=["analytic"])
+
+
+def check_results_file(path: Path, world_sizes: list[int], weak: bool = False) -> None:
+    """The results model reads the file; a case per (method, problem, ranks) of each scaling;
+    `python -m bench compare` of the file against itself exits 0."""
+    results = Results.load(path)
+    assert results.complete and results.cases_total == results.cases_done == len(results.cases)
+    names = ["B4xD33-K10-lr1.65-float32-r1", "B4xD33-K10-lr1.65-float32-r2"]
+    if weak:  # --ranks: one launch per count, so the cases come count by count
+        names = [names[0], "B4xD33-K10-lr1.65-float32-weak-r1",
+                 names[1], "B8xD33-K10-lr1.65-float32-weak-r2"]  # fmt: skip
+        world_sizes = [1, 1, 2, 2]
+    assert [c.problem for c in results.cases] == names
+    for case, world in zip(results.cases, world_sizes, strict=True):
+        ranks = int(case.problem.rsplit("-r", 1)[1])
+        assert case.info["ranks"] == ranks and case.info["world_size"] == world
+        assert case.info["scaling"] == ("weak" if "-weak-" in case.problem else "strong")
+        assert case.info["backend"] == "gloo" and case.oracle_ok
+        assert case.info["sweep_problem"] == "B4xD33-K10-lr1.65-float32"
+        assert case.samples.size == 5
+    raw = json.loads(path.read_text(encoding="utf-8"))["benchmarks"]
+    for entry, case in zip(raw, results.cases, strict=True):
+        per_rank = entry["extra_info"]["rank_samples_s"]  # [round][rank]
+        assert len(per_rank) == 5 and all(len(r) == case.info["ranks"] for r in per_rank)
+        assert [max(r) for r in per_rank] == entry["stats"]["data"]  # samples: the maxima
+    assert cli.main(["compare", str(path), str(path)]) == 0
+
+
+def rank_number(pid: int) -> int | None:
+    """The RANK a launcher gave process `pid`, from its environment."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return None
+    return int(env[b"RANK"]) if b"RANK" in env else None
+
+
+def test_a_killed_rank_ends_the_run_naming_it(tmp_path):
+    """Rank 1 of the 2-rank launch killed: the launcher stops rank 0 and the command exits 1
+    within KILLED_TIMEOUT_S, naming rank 1, with nothing written."""
+    out = tmp_path / "scale"
+    proc = subprocess.Popen(
+        bench_command("--ranks", "1,2", "--sweep", "smoke", "--methods", "analytic",
+                      "--device", "cpu", "--rounds", "5", "--out", str(out)),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        victim = None
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            ranks = ranks_of(proc.pid)
+            if len(ranks) == 2:  # the 2-rank launch: kill its rank 1
+                victim = next((pid for pid in ranks if rank_number(pid) == 1), None)
+        assert victim is not None, "the 2-rank launch was never seen"
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=KILLED_TIMEOUT_S)
+        took = time.monotonic() - killed
+    finally:
+        for pid in [proc.pid, *ranks]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 1, err
+    assert took < KILLED_TIMEOUT_S
+    assert err.startswith("error: rank 1 of 2 was killed by SIGKILL"), err
+    assert err.count("\n") == 1, err
+    assert not [pid for pid in ranks if alive(pid)]  # rank 0 was stopped too
+    assert not out.exists()
+
+
+def test_torchrun_end_to_end(tmp_path):
+    """`torchrun --standalone --nproc-per-node 2 -m bench scale --device cpu --sweep smoke`
+    (torch.distributed.run is torchrun), with one method for time."""
+    out = tmp_path / "scale"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "bench", "scale", "--device", "cpu", "--sweep", "smoke", "--methods", "analytic",
+         "--rounds", "5", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    problem = "B4xD33-K10-lr1.65-float32"
+    table = [line.split() for line in done.stdout.splitlines() if line.startswith(problem)]
+    assert [row[2] for row in table] == ["1", "2"] and all(r[-1] == "ok" for r in table)
+    assert "one torchrun launch of 2 ranks" in done.stdout
+    assert (out / "scale.csv").exists() and (out / "scale.md").exists()
+    check_results_file(out / "scale.json", world_sizes=[2, 2])  # written by rank 0
 
 
 def test_scale_interrupted_ends_with_one_line(tmp_path):
