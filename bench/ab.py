@@ -80,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the candidate's git revision (default: the working tree, dirty or not)",
     )
-    from bench.sweeps import DEFAULT_SWEEP, SWEEPS
+    # The sweeps' names only: bench.sweeps imports torch, and `ab --help` needs none of it.
+    from bench.cli import DEFAULT_SWEEP
+    from bench.cli import SWEEP_NAMES as SWEEPS
 
     parser.add_argument(
         "--sweep",

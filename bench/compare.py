@@ -30,13 +30,15 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from bench import stats
 from bench.results import NOISY_IQR_OVER_MEDIAN, Case, Results, ResultsError
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: `compare --help` needs none of it
+    import pandas as pd
 
 # Most severe first: the order of rows in the text and Markdown tables.
 VERDICTS = (
@@ -140,6 +142,8 @@ class Comparison:
 
     def summary_frame(self) -> pd.DataFrame:
         """The rows of the terminal table, formatted, most severe first: for reports."""
+        import pandas as pd
+
         header, rows = self._cells()
         return pd.DataFrame(rows, columns=header)
 
@@ -291,6 +295,8 @@ def compare(
     allow_missing: bool = False,
 ) -> Comparison:
     """Compare two runs, matching cases by (method, problem, dtype, device)."""
+    import pandas as pd
+
     if not (math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"threshold={threshold!r} is not allowed; it must be a fraction >= 0")
     if not 0 < alpha < 1:

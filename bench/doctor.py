@@ -41,9 +41,9 @@ PACKAGES = (
     Need("pytest-benchmark", "pytest-benchmark", "5.2", True, "timing and results files"),
     Need("pandas", "pandas", "2.0", True, "tables and reports"),
     Need("seaborn", "seaborn", "0.13", True, "report plots"),
-    Need("scipy", "scipy", "1.10", True, "confidence intervals: compare, ab, reports"),
+    Need("scipy", "scipy", "1.10", False, "history check and history report (with ruptures)"),
     Need("tqdm", "tqdm", "4.60", False, "progress bars"),
-    Need("ruptures", "ruptures", "1.1", False, "change points in the history (history check)"),
+    Need("ruptures", "ruptures", "1.1", False, "change points: history check and history report"),
     Need("jax", "jax", "0.4", False, "the jax peer method"),
     Need("nvidia-ml-py", "nvidia-ml-py", "12", False, "GPU clocks and throttling in results"),
 )

@@ -359,6 +359,7 @@ def collect(device: torch.device | str) -> dict[str, Any]:
         "device_name": device_name(device),
         "sm_count": None,
         "memory_bytes": None,
+        "l2_cache_bytes": None,
         "compute_capability": None,
         "driver": None,
         "cuda": torch.version.cuda,
@@ -379,6 +380,7 @@ def collect(device: torch.device | str) -> dict[str, Any]:
         info.update(
             sm_count=props.multi_processor_count,
             memory_bytes=props.total_memory,
+            l2_cache_bytes=getattr(props, "L2_cache_size", None),
             compute_capability=f"{props.major}.{props.minor}",
         )
         info.update(nvml_info(index))

@@ -10,13 +10,15 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from bench.problem import DTYPES
+# The dtype names only, for the help: bench.problem.DTYPES maps them to torch's, and importing
+# torch for `--help` takes seconds.
+from bench.cli import DTYPE_NAMES as DTYPES
 
 
 def best_device() -> str:
     """CUDA where present, else the CPU."""
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -58,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch's thread count for the run (default: the cores this process may use)",
     )
     parser.add_argument(
+        "--cache",
+        default="warm",
+        metavar="warm|cold",
+        help="L2 cache regime of the timed fits: warm (default: as a user runs a fit) or cold "
+        "(the GPU's L2 flushed before each timed fit; CUDA only, refused on the CPU)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -96,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         threads = plugin.parse_threads(args.threads) if args.threads is not None else None
     except ValueError as exc:
         raise UsageError(f"--threads: {exc}") from None
+    try:
+        cache = plugin.parse_cache(args.cache)
+        plugin.check_cache(cache, device)
+    except ValueError as exc:
+        raise UsageError(f"--cache: {exc}") from None
     if args.baseline is not None:
         load_results(args.baseline)  # a bad baseline fails now, not after the sweep
     # main_job() checks the output paths, before the sweep.
@@ -111,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         precision=precision,
         threads=threads,
         history=not args.no_history,
+        cache=cache,
     )
     return 0
 
@@ -128,10 +143,12 @@ def main_job(
     precision: float | None = None,
     threads: int | None = None,
     history: bool = True,
+    cache: str = "warm",
 ) -> Path:
     """Sweep, convergence study, report, summary; returns the report's run directory.
-    `precision` and `threads` go to the sweep (bench.suite_runner.run_benchmarks); with `history`,
-    the run is recorded in `<out>/history/` (bench.history).
+    `precision` and `threads` go to the sweep (bench.suite_runner.run_benchmarks), and `cache`,
+    the L2 regime of its timed fits (warm or cold: the plugin's --cache); with `history`, the run
+    is recorded in `<out>/history/` (bench.history).
 
     The paths are checked first (bench.paths.OutputPathError names the option: --output, --out,
     --baseline)."""
@@ -156,7 +173,7 @@ def main_job(
             progress=progress,
             precision=precision,
             threads=threads,
-            pytest_args=pytest_args,
+            pytest_args=[f"--cache={cache}", *pytest_args],
         )
     except ValueError as exc:  # an unknown sweep, or a method the sweep cannot run
         raise UsageError(str(exc)) from None

@@ -1,7 +1,11 @@
 """The pytest plugin of the benchmark suite (bench/suite.py), registered by the root conftest.py.
 
-- Options: --sweep NAME, --methods a,b, --device cpu|cuda, --dtype d1,d2, --precision 2%,
-  --threads N (bad values are usage errors that name the value and the allowed ones).
+- Options: --sweep NAME, --methods a,b, --device cpu|cuda|cuda:N, --dtype d1,d2, --precision 2%,
+  --threads N, --cache warm|cold (bad values are usage errors that name the value and the allowed
+  ones). --device cuda:N makes cuda:N the current CUDA device for the session, since CUDA events,
+  Triton launches and graph capture use the current device. --cache cold flushes the GPU's L2
+  before each timed fit (bench.timing.L2Flush); on the CPU it is refused: the harness has no
+  way to empty a CPU's caches, and a regime it cannot produce must not be recorded.
 - Each case takes rounds until its median is known to +-`--precision` (95% interval) or its
   `--benchmark-max-time` is spent (bench.timing); the precision reached is in its extra_info, and
   the summary names the cases that ran out of time first (`imprecise`), or ran on a busy machine.
@@ -44,7 +48,7 @@ from bench.paths import OutputPathError, check_file, check_folder
 from bench.problem import DTYPES, Problem, resolve_device
 from bench.results import CASE_KEY
 from bench.sweeps import DEFAULT_SWEEP, SWEEPS
-from bench.timing import DEFAULT_PRECISION, CopyBandwidth
+from bench.timing import CACHE_REGIMES, DEFAULT_PRECISION, CopyBandwidth, L2Flush
 
 SKIP_REASON = "benchmarks run with --benchmark-only"
 MARKER = "vecreg_benchmark"
@@ -106,6 +110,26 @@ def parse_precision(value: str) -> float:
             f"precision {value!r} is not allowed; it must be at least 0 and below 100%, e.g. 2%"
         )
     return fraction
+
+
+def parse_cache(value: str) -> str:
+    """The L2 cache regime of the timed fits: warm (a fit as a user runs it) or cold."""
+    if value not in CACHE_REGIMES:
+        raise ValueError(
+            f"cache regime {value!r} is unknown; use {' or '.join(CACHE_REGIMES)} (warm: as a "
+            "user runs a fit; cold: the GPU's L2 flushed before each timed fit)"
+        )
+    return value
+
+
+def check_cache(cache: str, device: str) -> None:
+    """ValueError where the regime cannot be produced on `device`: cold needs a CUDA device."""
+    if cache == "cold" and torch.device(device).type != "cuda":
+        raise ValueError(
+            f"--cache cold flushes the GPU's L2 cache before each timed fit; the device is "
+            f"{device}, whose caches the harness cannot flush: use --cache warm (the default) or "
+            "a CUDA device"
+        )
 
 
 def parse_threads(value: str) -> int:
@@ -172,11 +196,24 @@ class Run:
     sigterm_installed: bool = False
     copy: CopyBandwidth = field(default_factory=CopyBandwidth)
     precision: float = DEFAULT_PRECISION
+    cache: str = "warm"
+    device_before: int | None = None  # the current CUDA device before --device cuda:N; restored
     threads_before: int | None = None  # restored at the end: pytest may run in a longer process
     timed: list[dict[str, Any]] = field(default_factory=list)  # extra_info of each timed case
     _device_name: str | None = None
     _monitor: environment.GpuMonitor | None = None
     _monitor_opened: bool = False
+    _flush: L2Flush | None = None
+
+    @property
+    def flush(self) -> L2Flush | None:
+        """The cold regime's L2 flush (one buffer for the run, made at its first case); None for
+        the warm regime."""
+        if self.cache != "cold":
+            return None
+        if self._flush is None:
+            self._flush = L2Flush(self.device)
+        return self._flush
 
     @property
     def device_name(self) -> str:
@@ -312,6 +349,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"here {environment.default_threads()})",
     )
     group.addoption(
+        "--cache",
+        default="warm",
+        type=_argparse_type(parse_cache),
+        help="L2 cache regime of the timed fits: warm (default: as a user runs a fit) or cold "
+        "(the GPU's L2 flushed before each timed fit, outside the timed region; CUDA only)",
+    )
+    group.addoption(
         "--report-dir",
         default=None,
         metavar="DIR",
@@ -342,8 +386,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     run.problems = {p.name: p for p in select_problems(run.sweep, run.dtypes)}
     run.precision = config.getoption("precision")
+    run.cache = config.getoption("cache")
+    try:
+        check_cache(run.cache, run.device)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[RUN] = run
     if run.active:
+        device = torch.device(run.device)
+        if device.type == "cuda" and device.index is not None:
+            run.device_before = torch.cuda.current_device()
+            torch.cuda.set_device(device)
         # The machine's part of the measurement, fixed for the session and recorded in
         # machine_info["vecreg"] (torch_threads, malloc).
         run.threads_before = torch.get_num_threads()
@@ -403,6 +456,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         interrupt.uninstall_for_session()
         run.sigterm_installed = False
     run.close_monitor()
+    run._flush = None
+    if run.device_before is not None:
+        torch.cuda.set_device(run.device_before)
+        run.device_before = None
     if run.threads_before is not None:
         torch.set_num_threads(run.threads_before)
         run.threads_before = None

@@ -7,8 +7,11 @@ saves it (raw samples included), so `pytest-benchmark compare` reads it too. Our
   `stats.data` holds the raw samples: seconds per whole fit of K steps, host clock (the rounds
   under GPU throttling left out, see bench.timing); the fields after `oracle_ok` (the median's
   interval, the precision reached and asked for, `imprecise`, the load average, the CPU
-  pressure and `busy`, the throttled rounds and SM clocks) are optional: files written before
-  them lack them;
+  pressure and `busy`, the throttled rounds and SM clocks, the profiler's busy time and kernel
+  counts, the cache regime, peak memory) are optional: files written before them lack them, and
+  the CUDA-only ones are absent from a CPU run's cases, not zero. `event_span_per_step_s` was
+  `device_time_per_step_s` in files written before it was named for what it measures; the old
+  name is read as the new one;
 - `machine_info["vecreg"]` holds the environment (device name, versions, clocks), see
   `bench.environment`;
 - the top-level `"vecreg"` key holds what a timing does not: `sweep`; the cases that did not
@@ -54,7 +57,11 @@ CASE_FIELDS: dict[str, str] = {
     "setup_s": "untimed preparation: compile, autotune, first call",
     "time_per_step_s": "median host time of one fit / K",
     "time_per_step_iqr_s": "IQR of the host time of one fit / K",
-    "device_time_per_step_s": "median CUDA-event time of one fit / K (None on the CPU)",
+    "event_span_per_step_s": (
+        "median time between two CUDA events on torch's stream around one fit / K: includes the "
+        "GPU idling between launches (None on the CPU and for jax; device_time_per_step_s in "
+        "older files)"
+    ),
     "elements_steps_per_s": "B * D * K / median fit time",
     "bytes_per_step": "fewest bytes one step must move: 3 * itemsize * B * D",
     "bandwidth_gbs": "bytes_per_step / time_per_step, in 1e9 bytes/s",
@@ -79,7 +86,40 @@ CASE_FIELDS: dict[str, str] = {
     "throttled": "True when throttled rounds are in the samples: too few rounds were free of it",
     "sm_clock_min_mhz": "lowest GPU SM clock read after a round (NVML)",
     "sm_clock_max_mhz": "highest GPU SM clock read after a round (NVML)",
+    # What the event span cannot be, the profiler pass, the cache regime and memory (optional:
+    # older files lack them; the CUDA-only figures are absent on the CPU, not zero).
+    "no_event_span_reason": "why a CUDA case has no event span (jax: XLA's own stream)",
+    "gpu_busy_per_step_s": (
+        "GPU busy time of one fit / K: the union of the intervals during which its kernels, "
+        "copies and memsets ran (torch.profiler, CUDA activity; an untimed pass, median of fits)"
+    ),
+    "kernel_launches_per_step": (
+        "kernels the GPU ran in one fit / K (profiler pass; each kernel of a CUDA graph replay "
+        "counts, though the host launches the graph once)"
+    ),
+    "memory_ops_per_step": "memory copies and memsets of one fit / K (profiler pass)",
+    "cache": "L2 cache regime of the timed fits: warm (as a user runs it) or cold (flushed)",
+    "l2_flush_bytes": "cold regime: bytes written before each timed fit, the L2's size",
+    "peak_memory_bytes": (
+        "peak device memory allocated during one fit (max_memory_allocated after "
+        "reset_peak_memory_stats): everything torch's allocator held, x0 and t included"
+    ),
+    "fit_memory_bytes": "that peak less what was allocated when the fit began: the fit's own",
+    # The batch sharded over ranks (`python -m bench scale`, bench.scale; optional: only its cases
+    # have them). Its problem names end in the rank count, "-r2", so CASE_KEY tells counts apart.
+    "sweep_problem": "scale: the sweep's problem this case scales (weak scaling: rows per rank)",
+    "scaling": "scale: strong (B fixed) or weak (B = rows_per_rank x ranks)",
+    "ranks": "scale: ranks the batch was sharded over",
+    "world_size": "scale: ranks of the launch (torchrun: more than `ranks` may have waited)",
+    "backend": "scale: torch.distributed backend, nccl or gloo",
+    "rows_per_rank": "scale: rows of the largest block, ceil(B / ranks)",
+    "empty_ranks": "scale: ranks that held no rows (B < ranks)",
+    "threads_per_rank": "scale: torch threads of each rank",
+    "slowest_rank": "scale: the rank that was slowest in most rounds",
 }
+
+# Fields renamed for what they measure: the old name, as older files have it -> the new one.
+RENAMED_FIELDS: dict[str, str] = {"device_time_per_step_s": "event_span_per_step_s"}
 
 # Above this IQR / median a timing is flagged noisy: its median is not to be trusted.
 NOISY_IQR_OVER_MEDIAN = 0.10
@@ -348,16 +388,20 @@ def _case(index: int, entry: Any) -> Case:
     for field in CASE_KEY:  # first, so that later messages can name the case
         checked[field] = _check(info[field], f"{where}: extra_info.{field}", _text)
     where = f"case {case_name(tuple(checked[k] for k in CASE_KEY))!r}"
+    old_names = {new: old for old, new in RENAMED_FIELDS.items()}
     for field, (check, required) in _CASE_CHECKS.items():
         if field in checked:
             continue
-        value = info.get(field)
+        value, name = info.get(field), field
+        if value is None and field in old_names:  # an older file: the field's former name
+            name = old_names[field]
+            value = info.get(name)
         if value is None:
             if required:
                 raise _Bad(f"{where}: extra_info.{field} is missing")
             checked[field] = None
         else:
-            checked[field] = _check(value, f"{where}: extra_info.{field}", check)
+            checked[field] = _check(value, f"{where}: extra_info.{name}", check)
     stats = entry.get("stats")
     if not isinstance(stats, dict):
         raise _Bad(f"{where}: stats is {_show(stats)}; it must be an object")
@@ -541,6 +585,12 @@ def _timestamp(value: Any) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
+def _cache_regime(value: Any) -> str:
+    if value not in ("warm", "cold"):
+        raise _Bad('it must be "warm" or "cold"')
+    return value
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, bool, int, float))
 
@@ -558,7 +608,7 @@ _CASE_CHECKS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "setup_s": (_NONNEG, False),
     "time_per_step_s": (_POSITIVE, True),
     "time_per_step_iqr_s": (_NONNEG, False),
-    "device_time_per_step_s": (_POSITIVE, False),
+    "event_span_per_step_s": (_POSITIVE, False),
     "elements_steps_per_s": (_POSITIVE, False),
     "bytes_per_step": (_POSITIVE, False),
     "bandwidth_gbs": (_POSITIVE, False),
@@ -582,6 +632,23 @@ _CASE_CHECKS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "throttled": (_bool, False),
     "sm_clock_min_mhz": (_count(0), False),
     "sm_clock_max_mhz": (_count(0), False),
+    "no_event_span_reason": (_text, False),
+    "gpu_busy_per_step_s": (_NONNEG, False),
+    "kernel_launches_per_step": (_NONNEG, False),
+    "memory_ops_per_step": (_NONNEG, False),
+    "cache": (_cache_regime, False),
+    "l2_flush_bytes": (_count(1), False),
+    "peak_memory_bytes": (_count(0), False),
+    "fit_memory_bytes": (_count(0), False),
+    "sweep_problem": (_text, False),
+    "scaling": (_text, False),
+    "ranks": (_count(1), False),
+    "world_size": (_count(1), False),
+    "backend": (_text, False),
+    "rows_per_rank": (_count(0), False),
+    "empty_ranks": (_count(0), False),
+    "threads_per_rank": (_count(1), False),
+    "slowest_rank": (_count(0), False),
 }
 assert set(_CASE_CHECKS) | set(CASE_KEY) == set(CASE_FIELDS)
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from bench.convergence import first_step_below
-from bench.methods import METHODS
-from bench.problem import SEED, resolve_device
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -18,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.cli import UsageError
     from bench.main_job import best_device
+    from bench.problem import resolve_device
 
     device = args.device or best_device()
     try:
@@ -30,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
 def print_seed_case(device: str) -> None:
     """Print, per method and lr, the step at which the distance fell to 1%, and the final x."""
+    from bench.convergence import first_step_below
+    from bench.methods import METHODS
+    from bench.problem import SEED
+
     print(f"The question's case on {device}: B=1, D=5, t=[1, 2, 3, 4, 5], 1000 steps")
     width = max(len(name) for name in METHODS)
     print(f"{'method':<{width}} {'lr':>5} {'1% at step':>10}  final x")

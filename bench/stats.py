@@ -15,20 +15,31 @@ reproducible) and O(n log n) in time and O(n) in memory, whatever the sample cou
   each side's log median gets a variance from the spread of the order statistics around it, and
   the two combine as independent estimates. Times are positive, so the ratio of medians is the
   exponential of the difference of log medians.
+
+Two distributions are needed, and neither needs scipy: the Binomial(n, 1/2) cdf (exact integer
+arithmetic up to EXACT_BINOMIAL_N samples, a log-space sum of the tail beyond) and the normal
+quantile (the standard library's `statistics.NormalDist`, Wichura's AS241). The sampler, the
+history, the reports and every verdict rest on these intervals, and a GPU machine may have no
+scipy: a missing optional package must not cost the measurement itself.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import binom, norm
 
 LEVEL = 0.95  # the confidence level of every interval the harness reports
 # Below this many samples a side no interval is given: one of the order statistics would have to
 # be the sample's extreme, and 4 samples cover the median only 87.5% of the time at best.
 MIN_SAMPLES = 5
+# Up to this many samples the binomial cdf is an exact sum of integers (a few milliseconds at
+# most); beyond it, a sum of floating-point terms from log-gamma (within 2e-9 of scipy's at a
+# million samples: log-gamma's rounding, far below what any interval here can show).
+EXACT_BINOMIAL_N = 4096
+_STANDARD_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -75,14 +86,55 @@ def iqr_over_median(samples) -> float:
     return (q3 - q1) / med if med > 0 else math.inf
 
 
+def normal_quantile(p: float) -> float:
+    """The standard normal distribution's quantile: normal_quantile(0.975) = 1.95996..."""
+    return _STANDARD_NORMAL.inv_cdf(p)
+
+
+def binomial_half_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2): the coverage of order statistics around a median."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if 2 * k >= n:  # the upper part, by symmetry, from the smaller tail
+        return 1.0 - binomial_half_cdf(n - k - 1, n)
+    if n <= EXACT_BINOMIAL_N:
+        total, term = 0, 1  # C(n, 0)
+        for i in range(k + 1):
+            total += term
+            term = term * (n - i) // (i + 1)
+        return total / 2**n  # int / int rounds correctly, however large
+    # k < n / 2: the terms shrink going down from C(n, k) / 2^n; stop once they no longer count.
+    term = math.exp(
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+    )
+    total, i = term, k
+    while i > 0 and term > total * 1e-18:
+        term *= i / (n - i + 1)
+        total += term
+        i -= 1
+    return total
+
+
+def _binomial_half_quantile(q: float, n: int) -> int:
+    """The smallest k with P(X <= k) >= q for X ~ Binomial(n, 1/2) (0 < q < 1)."""
+    k = min(n, max(0, math.floor(n / 2 + normal_quantile(q) * math.sqrt(n) / 2)))
+    while k < n and binomial_half_cdf(k, n) < q:
+        k += 1
+    while k > 0 and binomial_half_cdf(k - 1, n) >= q:
+        k -= 1
+    return k
+
+
 def _coverage(n: int, k: int) -> float:
     """P(x_(k) <= median <= x_(n-k+1)) for any continuous distribution (1-based k)."""
-    return 1.0 - 2.0 * binom.cdf(k - 1, n, 0.5)
+    return 1.0 - 2.0 * binomial_half_cdf(k - 1, n)
 
 
 def _outer_rank(n: int, level: float) -> int:
     """The largest k with coverage(n, k) >= level (1-based; 1 where the extremes cover less)."""
-    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # coverage(n, k) >= level here, or k = 0
+    k = _binomial_half_quantile((1 - level) / 2, n)  # coverage(n, k) >= level here, or k = 0
     while k > 1 and _coverage(n, k) < level:
         k -= 1
     return max(k, 1)
@@ -118,7 +170,7 @@ def _log_median_variance(x: np.ndarray) -> float:
     """Bonett and Price's variance of ln(median) from the order statistics around it."""
     n = x.size
     c = max(1, round((n + 1) / 2 - math.sqrt(n)))
-    z = norm.ppf((1 + _coverage(n, c)) / 2)
+    z = normal_quantile((1 + _coverage(n, c)) / 2)
     spread = math.log(x[n - c]) - math.log(x[c - 1])
     return (spread / (2 * z)) ** 2
 
@@ -134,7 +186,9 @@ def ratio_interval(numerator, denominator, level: float = LEVEL) -> Interval:
     if a[0] <= 0 or b[0] <= 0:
         raise ValueError("a ratio of medians needs samples > 0")
     log_ratio = math.log(np.median(a)) - math.log(np.median(b))
-    half = norm.ppf((1 + level) / 2) * math.sqrt(_log_median_variance(a) + _log_median_variance(b))
+    half = normal_quantile((1 + level) / 2) * math.sqrt(
+        _log_median_variance(a) + _log_median_variance(b)
+    )
     return Interval(
         math.exp(log_ratio), math.exp(log_ratio - half), math.exp(log_ratio + half), level
     )

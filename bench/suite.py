@@ -46,6 +46,7 @@ def test_fit(benchmark, method: str, problem: str, device: str, pytestconfig) ->
             precision=run.precision,
             monitor=run.monitor,
             disable_gc=bool(pytestconfig.getoption("benchmark_disable_gc")),
+            flush=run.flush,
         )
     except Exception as exc:  # out of memory or a broken method: report it, go on with the sweep
         interrupt.check()  # unless the exception is an interruption that a library wrapped

@@ -149,11 +149,14 @@ class _Watcher:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.stream is None:
             return
-        from tqdm import tqdm
-
         for item in session.items:
             params = getattr(getattr(item, "callspec", None), "params", {})
             self.labels[item.nodeid] = f"{params.get('method', '?')} {params.get('problem', '?')}"
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is optional: one plain line per case instead of a bar
+            self.bar = _Lines(len(session.items), self.stream)
+            return
         self.bar = tqdm(
             total=len(session.items), unit="case", file=self.stream, dynamic_ncols=True, leave=True
         )
@@ -170,3 +173,22 @@ class _Watcher:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _Lines:
+    """The progress bar's stand-in where tqdm is not installed: a line per case as it starts,
+    `case 3/10: analytic B64xD256-K100-lr12.8-float32`."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.done = 0
+
+    def set_description_str(self, text: str) -> None:
+        print(f"case {self.done + 1}/{self.total}: {text}", file=self.stream, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        pass

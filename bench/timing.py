@@ -8,27 +8,45 @@ trace, from a fresh copy of x0 made outside the timed region. `measure` does, in
 3. two warm-up fits;
 4. timed rounds, adaptively (`sample`): in batches that grow geometrically, until the 95% interval
    of the median fit time is within +-`precision` of it (bench.stats.median_interval) or the time
-   budget is spent, at least `min_rounds`. Per round: a fresh copy of x0 (untimed), the fit and a
-   wait for the device (host clock: the fit is done when the host can use its result), CUDA
-   events around the fit for the device time, and, where NVML is present, the SM clock and the
-   throttle reasons (untimed). Rounds under thermal or power throttling are left out;
+   budget is spent, at least `min_rounds`. Per round: a fresh copy of x0 and, in the cold-cache
+   regime, a write of an L2-sized buffer (`L2Flush`), both untimed; then the fit and a wait for
+   the device (host clock: the fit is done when the host can use its result), with two CUDA
+   events recorded around the fit on the stream (`EventSpan`: created and first recorded before
+   the rounds, so that no round pays for creating them); then, where NVML is present, the SM
+   clock and the throttle reasons (untimed). Rounds under thermal or power throttling are left
+   out;
 5. the kept rounds' host times recorded in pytest-benchmark's fixture as `benchmark.pedantic`
    records its rounds, so that the results file is exactly what pytest-benchmark writes (its
    `stats.data` the raw samples) and `pytest-benchmark compare` reads it;
-6. the derived figures of bench.results.CASE_FIELDS from those samples, through bench.stats; the
+6. on CUDA, untimed: a pass under torch.profiler (CUDA activity) that records the time the GPU
+   was busy with the fit's kernels and copies, and how many kernels a step ran
+   (`kernel_profile`); and one fit between `torch.cuda.reset_peak_memory_stats` and
+   `max_memory_allocated` (`memory_pass`);
+7. the derived figures of bench.results.CASE_FIELDS from those samples, through bench.stats; the
    1-minute load average before and after the rounds and the CPU pressure during them, with the
    `busy` flag (bench.environment).
 
-The clock and the GPU monitor are parameters, so a fake method and a fake clock can drive the
-whole of it in a test without timing anything real.
+Three times, three meanings (DESIGN.md, "Measuring"): the host time of a fit is what a user
+waits; the event span is the time between two events on the stream, which includes the GPU
+idling between launches when a method is launch-bound; the busy time is the union of the
+intervals during which the fit's kernels, copies and memsets ran. host - busy is what launching
+(and waiting) costs beyond the GPU's work. The whole case runs with its device as the current
+CUDA device (`--device cuda:N`), so that events, Triton launches and graph capture use it.
+
+The clock, the GPU monitor, the events, the flush and the profiler are parameters or small
+classes, so a fake method, a fake clock and fake CUDA objects can drive the whole of it in a test
+without timing anything real.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +68,20 @@ GROWTH = 1.25
 # The fewest samples whose extremes cover the median with at least 95%: 1 - 2 / 2^6 = 96.9%
 # (with 5, the interval is the range and covers it 93.8% of the time). Fewer are never precise.
 MIN_PRECISE_ROUNDS = 6
+# Fits profiled per case (untimed), each in its own profiler session so that nothing else (a
+# fresh copy of x0, a cold-cache flush) is in its trace; the case records their medians.
+PROFILE_FITS = 3
+# The profiler's kinds of device activity that are work of the fit (kineto's names, as
+# torch.profiler's chrome trace export lists them); the others on the device, such as the
+# synchronization records ("cuda_sync") and user annotations, are not.
+KERNEL_ACTIVITY = "kernel"
+MEMORY_ACTIVITIES = ("gpu_memcpy", "gpu_memset")
+CACHE_REGIMES = ("warm", "cold")
+# The figures of the untimed CUDA passes: in a case's extra_info where measured, absent (not
+# zero) where not: on the CPU, without CUPTI, and memory for a method outside torch (jax).
+PROFILE_FIELDS = ("gpu_busy_per_step_s", "kernel_launches_per_step", "memory_ops_per_step")
+MEMORY_FIELDS = ("peak_memory_bytes", "fit_memory_bytes")
+CUDA_PASS_FIELDS = PROFILE_FIELDS + MEMORY_FIELDS
 
 Clock = Callable[[], float]
 
@@ -60,6 +92,75 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def current_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """`device` as the current CUDA device for the duration (a no-op on the CPU). CUDA events,
+    Triton launches and graph capture use the current device, whatever tensor they touch, so a
+    case on cuda:1 must run with cuda:1 current."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
+
+
+class EventSpan:
+    """Two CUDA events on one stream: the span between them, in seconds, is the event span of a
+    fit. Both events are created and first recorded here, before any timed region:
+    torch.cuda.Event creates its CUDA event lazily, at its first record() (torch/cuda/streams.py,
+    torch 2.14), and a round should pay for a record, not a cudaEventCreate. The span includes
+    whatever the stream did between the events, the GPU idling between launches included."""
+
+    def __init__(self, stream: Any, event_class: Callable[..., Any] | None = None) -> None:
+        make = event_class if event_class is not None else torch.cuda.Event
+        self.stream = stream
+        self.start = make(enable_timing=True)
+        self.end = make(enable_timing=True)
+        self.start.record(stream)
+        self.end.record(stream)
+        self.end.synchronize()
+
+    @classmethod
+    def on(cls, device: torch.device) -> EventSpan:
+        """A pair on `device`'s current stream, where torch runs a method's work."""
+        return cls(torch.cuda.current_stream(device))
+
+    def begin(self) -> None:
+        self.start.record(self.stream)
+
+    def finish(self) -> None:
+        self.end.record(self.stream)
+
+    def seconds(self) -> float:
+        """The span of the last begin() .. finish(); call once the end event has completed."""
+        return self.start.elapsed_time(self.end) / 1e3
+
+
+class L2Flush:
+    """The cold-cache regime: writes a buffer the size of the GPU's L2 (from its properties, not a
+    fixed size), so that a fit that follows finds none of x, t or its own buffers there.
+
+    One write of exactly the L2's size is what the regime promises (as nvbench does); the L2's
+    replacement policy is not documented, so a few lines may survive it. Called outside the timed
+    region, before each timed fit and each profiled one."""
+
+    def __init__(
+        self, device: torch.device | str, properties: Callable[[Any], Any] | None = None
+    ) -> None:
+        device = torch.device(device)
+        if properties is None:
+            if device.type != "cuda":
+                raise ValueError(
+                    f"the cold-cache regime flushes a GPU's L2 cache; {device} has none that "
+                    "the harness can flush (use --cache warm)"
+                )
+            properties = torch.cuda.get_device_properties
+        self.nbytes = int(properties(device).L2_cache_size)
+        if self.nbytes <= 0:
+            raise ValueError(f"{device} reports an L2 cache of {self.nbytes} bytes: none to flush")
+        self.buffer = torch.empty(self.nbytes, dtype=torch.uint8, device=device)
+
+    def __call__(self) -> None:
+        self.buffer.zero_()
+
+
 def bytes_per_step(problem: Problem) -> int:
     """The fewest bytes one step must move: read x and t, write x."""
     itemsize = torch.empty((), dtype=problem.torch_dtype).element_size()
@@ -68,11 +169,12 @@ def bytes_per_step(problem: Problem) -> int:
 
 @dataclass(frozen=True)
 class Round:
-    """One timed fit: host seconds, CUDA-event seconds (None on the CPU), and the GPU's SM clock
-    and whether heat or power throttled it when the fit ended (None and False without NVML)."""
+    """One timed fit: host seconds, the event span in seconds (None where no events were
+    recorded: the CPU, jax), and the GPU's SM clock and whether heat or power throttled it when
+    the fit ended (None and False without NVML)."""
 
     host_s: float
-    device_s: float | None = None
+    span_s: float | None = None
     sm_clock_mhz: int | None = None
     throttled: bool = False
 
@@ -172,13 +274,13 @@ class CopyBandwidth:
         device: torch.device, src: torch.Tensor, dst: torch.Tensor, reps: int
     ) -> float:
         if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            span = EventSpan.on(device)
+            span.begin()
             for _ in range(reps):
                 dst.copy_(src)
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
+            span.finish()
+            span.end.synchronize()
+            return span.seconds()
         begin = time.perf_counter()
         for _ in range(reps):
             dst.copy_(src)
@@ -213,7 +315,7 @@ def oracle_check(
 def derived_figures(
     problem: Problem,
     host_s: list[float],
-    device_s: list[float] | None,
+    span_s: list[float] | None,
     copy_gbs: float,
 ) -> dict[str, Any]:
     """The timing fields of CASE_FIELDS from the raw samples (seconds per whole fit).
@@ -226,11 +328,11 @@ def derived_figures(
     per_step = median / steps
     moved = bytes_per_step(problem)
     bandwidth = moved / per_step / 1e9
-    device_median = bstats.quartiles(device_s)[1] / steps if device_s else None
+    span_median = bstats.quartiles(span_s)[1] / steps if span_s else None
     return {
         "time_per_step_s": per_step,
         "time_per_step_iqr_s": iqr / steps,
-        "device_time_per_step_s": device_median,
+        "event_span_per_step_s": span_median,
         "elements_steps_per_s": problem.elements * steps / median,
         "bytes_per_step": moved,
         "bandwidth_gbs": bandwidth,
@@ -259,6 +361,131 @@ def sampling_figures(sampling: Sampling, steps: int, precision: float) -> dict[s
     }
 
 
+@dataclass(frozen=True)
+class KernelSummary:
+    """What the profiler saw the GPU do during one fit."""
+
+    busy_s: float  # the union of the intervals of its kernels, copies and memsets
+    kernels: int  # kernels run (each kernel of a CUDA graph replay counts: CUPTI records nodes)
+    memory_ops: int  # copies and memsets
+
+
+def summarize_kernels(events: Iterable[Any], device_index: int | None) -> KernelSummary | None:
+    """The fit's GPU work from a profile's kineto events (`_KinetoEvent`s: `device_type()`,
+    `device_index()`, `activity_type()`, `start_ns()`, `end_ns()`), on the device `device_index`
+    (None: any). Busy time is the union of the intervals, not their sum: work on two streams at
+    once keeps the GPU busy once. None when the profile holds no work on the device: nothing was
+    recorded (the profiler lacked CUPTI, say), which is not "no time"."""
+    from torch.autograd import DeviceType
+
+    intervals: list[tuple[int, int]] = []
+    kernels = memory_ops = 0
+    for event in events:
+        if event.device_type() != DeviceType.CUDA:
+            continue
+        if device_index is not None and event.device_index() != device_index:
+            continue
+        kind = event.activity_type()
+        if kind == KERNEL_ACTIVITY:
+            kernels += 1
+        elif kind in MEMORY_ACTIVITIES:
+            memory_ops += 1
+        else:
+            continue
+        intervals.append((event.start_ns(), event.end_ns()))
+    if not intervals:
+        return None
+    busy_ns, reach = 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            busy_ns += end - start
+            reach = end
+        elif end > reach:
+            busy_ns += end - reach
+            reach = end
+    return KernelSummary(busy_ns / 1e9, kernels, memory_ops)
+
+
+def _cuda_profile() -> contextlib.AbstractContextManager:
+    """torch.profiler with CUDA activity only (CUPTI's records of the GPU's work)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CUDA])
+
+
+def _profile_events(prof: Any) -> Iterable[Any]:
+    """The raw kineto events of a finished torch.profiler session: the C++ records, without the
+    event tree that `prof.events()` builds (seconds for a fit of thousands of kernels)."""
+    return prof.profiler.kineto_results.events()
+
+
+def cuda_profiling_supported() -> bool:
+    from torch.profiler import ProfilerActivity, supported_activities
+
+    return ProfilerActivity.CUDA in supported_activities()
+
+
+def kernel_profile(
+    run_fit: Callable[[], Any],
+    prepare_fit: Callable[[], None],
+    device: torch.device,
+    steps: int,
+    *,
+    fits: int = PROFILE_FITS,
+    profile: Callable[[], contextlib.AbstractContextManager] | None = None,
+    events_of: Callable[[Any], Iterable[Any]] | None = None,
+) -> dict[str, Any]:
+    """The profiler figures of CASE_FIELDS: GPU busy time, kernels and memory operations per
+    step, medians over `fits` fits, each profiled alone (`prepare_fit` before each, outside the
+    session: the fresh copy of x0 and the cold-cache flush are not the fit's work). {} where
+    there is nothing to say: the profile recorded no work on the device. `profile` and
+    `events_of` stand for torch.profiler (a test's fakes)."""
+    profile = profile if profile is not None else _cuda_profile
+    events_of = events_of if events_of is not None else _profile_events
+    summaries = []
+    for _ in range(fits):
+        prepare_fit()
+        with profile() as prof:
+            run_fit()
+            synchronize(device)
+        summary = summarize_kernels(events_of(prof), device.index)
+        if summary is None:
+            return {}
+        summaries.append(summary)
+    return {
+        "gpu_busy_per_step_s": statistics.median(s.busy_s for s in summaries) / steps,
+        "kernel_launches_per_step": statistics.median(s.kernels for s in summaries) / steps,
+        "memory_ops_per_step": statistics.median(s.memory_ops for s in summaries) / steps,
+    }
+
+
+def memory_pass(
+    run_fit: Callable[[], Any], device: torch.device, cuda: Any = None
+) -> dict[str, Any]:
+    """Peak device memory of one fit, untimed: torch.cuda.reset_peak_memory_stats before it,
+    max_memory_allocated after. `peak_memory_bytes` is the peak of everything torch's caching
+    allocator held (x0, t, x's copy, what this and other methods keep, such as CUDA graph pools,
+    the cold-cache buffer); `fit_memory_bytes` the part the fit allocated on top of what was
+    allocated when it began (its temporaries, trace and outputs). `cuda` stands for torch.cuda
+    (a test's fake)."""
+    cuda = cuda if cuda is not None else torch.cuda
+    synchronize(device)
+    cuda.reset_peak_memory_stats(device)
+    before = cuda.memory_allocated(device)
+    result = run_fit()
+    synchronize(device)
+    peak = cuda.max_memory_allocated(device)
+    del result
+    return {"peak_memory_bytes": int(peak), "fit_memory_bytes": int(peak - before)}
+
+
+def _event_span(method: Method, device: torch.device) -> EventSpan | None:
+    """The events of a case: on CUDA, for a method whose work torch's stream carries."""
+    if device.type != "cuda" or method.outside_torch is not None:
+        return None
+    return EventSpan.on(device)
+
+
 def measure(
     benchmark: Any,
     method: Method,
@@ -273,17 +500,60 @@ def measure(
     monitor: environment.GpuMonitor | None = None,
     disable_gc: bool = False,
     clock: Clock = time.perf_counter,
+    flush: Callable[[], None] | None = None,
+    profile: bool = True,
 ) -> dict[str, Any]:
     """Time one case with `benchmark` (pytest-benchmark's fixture); return its extra_info.
 
     Rounds go on until the median is known to +-`precision` or the rounds have taken `budget_s`
     (at least `min_rounds` of them). `monitor` reads the GPU's clock and throttling per round
     (bench.environment.GpuMonitor; None: not read); `disable_gc` turns Python's garbage collector
-    off during each timed fit (pytest-benchmark's --benchmark-disable-gc). Exceptions (out of
-    memory, a broken method) propagate: the caller reports the case as failed.
+    off during each timed fit (pytest-benchmark's --benchmark-disable-gc). `flush` (an `L2Flush`)
+    is the cold-cache regime: called before each timed fit, untimed; None is the warm regime.
+    `profile`: on CUDA, the profiler and memory passes (untimed). The case runs with `device` as
+    the current CUDA device. Exceptions (out of memory, a broken method, a method that did not run
+    as it claims: `Method.verify`) propagate: the caller reports the case as failed.
     `speedup_vs_autograd` is None here; the plugin fills it when the whole run is known.
     """
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda": the current device, by index
+        device = torch.device("cuda", torch.cuda.current_device())
+    with current_device(device):
+        return _measure(
+            benchmark,
+            method,
+            problem,
+            device,
+            copy=copy,
+            device_name=device_name,
+            budget_s=budget_s,
+            min_rounds=min_rounds,
+            precision=precision,
+            monitor=monitor,
+            disable_gc=disable_gc,
+            clock=clock,
+            flush=flush,
+            profile=profile,
+        )
+
+
+def _measure(
+    benchmark: Any,
+    method: Method,
+    problem: Problem,
+    device: torch.device,
+    *,
+    copy: CopyBandwidth,
+    device_name: str,
+    budget_s: float,
+    min_rounds: int,
+    precision: float,
+    monitor: environment.GpuMonitor | None,
+    disable_gc: bool,
+    clock: Clock,
+    flush: Callable[[], None] | None,
+    profile: bool,
+) -> dict[str, Any]:
     lr, steps = problem.lr, problem.steps
     x0, t = problem.inputs(device)
     t = t.contiguous()
@@ -305,7 +575,10 @@ def measure(
         method.run(fresh_copy(), t, lr, steps)
         synchronize(device)
 
-    take_round = _round_taker(method, problem, device, t, fresh_copy, monitor, disable_gc, clock)
+    events = _event_span(method, device)
+    take_round = _round_taker(
+        method, problem, device, t, fresh_copy, monitor, disable_gc, clock, events, flush
+    )
     load_before = environment.load_average()
     stall_before, wall_before = environment.cpu_stall_total(), time.perf_counter()
     with PauseInstrumentation():  # a tracer or profiler (coverage) would time itself
@@ -322,8 +595,18 @@ def measure(
     if stall_before is not None and stall_after is not None and wall > 0:
         stall = min(1.0, max(0.0, (stall_after - stall_before) / wall))
     host_s = [r.host_s for r in sampling.kept]
-    device_s = [r.device_s for r in sampling.kept if r.device_s is not None]
+    span_s = [r.span_s for r in sampling.kept if r.span_s is not None]
     record_rounds(benchmark, host_s)
+
+    # Untimed passes, after the rounds: whatever the profiler leaves behind cannot touch them.
+    passes: dict[str, Any] = {}
+    if profile and device.type == "cuda":
+        passes.update(_profiler_pass(method, problem, device, t, fresh_copy, flush))
+        if method.outside_torch is None:  # torch's allocator sees the method's memory
+            x = fresh_copy()
+            passes.update(memory_pass(lambda: method.run(x, t, lr, steps), device))
+            del x
+    method.verify()  # e.g. compiled_graphs: inductor replayed CUDA graphs in every fit so far
     copy_gbs = copy.gbs(device, bytes_per_step(problem), problem.torch_dtype)
 
     info: dict[str, Any] = {
@@ -338,8 +621,12 @@ def measure(
         "device": device.type,
         "device_name": device_name,
         "setup_s": setup_s,
-        **derived_figures(problem, host_s, device_s or None, copy_gbs),
+        **derived_figures(problem, host_s, span_s or None, copy_gbs),
         **sampling_figures(sampling, steps, precision),
+        "no_event_span_reason": method.outside_torch if device.type == "cuda" else None,
+        **passes,
+        "cache": "warm" if flush is None else "cold",
+        "l2_flush_bytes": getattr(flush, "nbytes", None),
         "load_before": load_before,
         "load_after": load_after,
         "cpu_stall": stall,
@@ -370,6 +657,38 @@ def record_rounds(benchmark: Any, host_s: list[float]) -> None:
         stats.update(duration)
 
 
+def _profiler_pass(
+    method: Method,
+    problem: Problem,
+    device: torch.device,
+    t: torch.Tensor,
+    fresh_copy: Callable[[], torch.Tensor],
+    flush: Callable[[], None] | None,
+) -> dict[str, Any]:
+    """`kernel_profile` of the case's fits; {} with a warning where the profiler cannot record
+    the GPU's work (no CUPTI), since a missing figure is better than a case lost to it."""
+    if not cuda_profiling_supported():
+        return {}
+    copies: list[torch.Tensor] = []
+
+    def prepare_fit() -> None:
+        copies.append(fresh_copy())
+        if flush is not None:
+            flush()
+            synchronize(device)
+
+    def run_fit() -> Any:
+        return method.run(copies.pop(), t, problem.lr, problem.steps)
+
+    try:
+        return kernel_profile(run_fit, prepare_fit, device, problem.steps)
+    except RuntimeError as exc:  # the profiler's own failures; the fits ran before without it
+        warnings.warn(
+            f"{method.name} {problem.name}: no profiler figures ({exc})", RuntimeWarning, 2
+        )
+        return {}
+
+
 def _round_taker(
     method: Method,
     problem: Problem,
@@ -379,35 +698,36 @@ def _round_taker(
     monitor: environment.GpuMonitor | None,
     disable_gc: bool,
     clock: Clock,
+    events: EventSpan | None = None,
+    flush: Callable[[], None] | None = None,
 ) -> Callable[[], Round]:
-    """One round: a fresh copy of x0 (untimed), the fit timed on the host clock until the device
-    is done, CUDA events around it, then the GPU monitor's reading (untimed)."""
+    """One round: a fresh copy of x0 and, in the cold regime, the L2 flush (untimed), the fit
+    timed on the host clock until the device is done, between `events` (created and first
+    recorded before: see EventSpan), then the GPU monitor's reading (untimed)."""
     lr, steps = problem.lr, problem.steps
-    events = (
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        if device.type == "cuda"
-        else None
-    )
 
     def take_round() -> Round:
         x = fresh_copy()
+        if flush is not None:
+            flush()
+            synchronize(device)  # the flush is done before the clock starts
         gc_was_enabled = gc.isenabled()
         if disable_gc:
             gc.disable()
         try:
             begin = clock()
             if events is not None:
-                events[0].record()
+                events.begin()
             method.run(x, t, lr, steps)
             if events is not None:
-                events[1].record()
+                events.finish()
             synchronize(device)
             host_s = clock() - begin
         finally:
             if disable_gc and gc_was_enabled:
                 gc.enable()
-        device_s = events[0].elapsed_time(events[1]) / 1e3 if events is not None else None
+        span_s = events.seconds() if events is not None else None
         sm_clock, throttled = monitor.read() if monitor is not None else (None, False)
-        return Round(host_s, device_s, sm_clock, throttled)
+        return Round(host_s, span_s, sm_clock, throttled)
 
     return take_round

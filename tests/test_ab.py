@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from bench import ab, ab_worker, cli
 from bench.compare import compare_files
@@ -313,7 +313,7 @@ def test_worker_oracle_rule_is_the_timing_modules(dtype):
 def test_stopping_rule_keeps_false_alarms_rare_and_finds_real_slowdowns():
     """The stopping rule on simulated rounds of one sample each (its worst case: a look after
     every few samples), log-normal with an IQR of 30% of the median, threshold 10%."""
-    sigma = 0.30 / (2 * norm.ppf(0.75))
+    sigma = 0.30 / (2 * statistics.NormalDist().inv_cdf(0.75))
     rng = np.random.default_rng(2)
 
     def verdicts(ratio: float, runs: int, max_samples: int = 150) -> dict[str, int]:

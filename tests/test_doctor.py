@@ -35,7 +35,7 @@ def _versions(monkeypatch, **fake):
 @pytest.mark.parametrize(
     ("fake", "item", "words"),
     [
-        ({"scipy": None}, "scipy", ["not installed", "missing"]),
+        ({"pandas": None}, "pandas", ["not installed", "missing"]),
         ({"pytest-benchmark": "5.1.0"}, "pytest-benchmark", ["5.1.0", "5.2 or newer needed"]),
     ],
 )
@@ -51,10 +51,15 @@ def test_a_required_package_missing_or_too_old_exits_1(
 
 
 def test_an_optional_package_missing_costs_its_feature_only(monkeypatch, capsys, tmp_path):
-    _versions(monkeypatch, jax=None, tqdm=None)
+    hidden = ("jax", "tqdm", "scipy", "ruptures", "nvidia-ml-py")
+    _versions(monkeypatch, **dict.fromkeys(hidden))
     assert main(["doctor", "--reports", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "needed for the jax peer method" in out and "needed for progress bars" in out
+    for item in hidden:
+        line = next(line for line in out.splitlines() if line.startswith(f"{item} "))
+        assert "not installed" in line and " optional " in line, line
+    assert "The main job can run here" in out
 
 
 def test_a_reports_folder_that_cannot_be_written_exits_1(capsys, tmp_path):

@@ -95,6 +95,7 @@ def test_a_plain_pytest_skips_the_benchmarks_at_once():
         ("--precision=2", ["--precision", "'2'", "2%"]),
         ("--precision=fine", ["--precision", "'fine'", "2%"]),
         ("--threads=0", ["--threads", "'0'", ">= 1"]),
+        ("--cache=hot", ["--cache", "'hot'", "warm", "cold"]),
     ],
 )
 def test_bad_option_values_are_usage_errors_that_name_them(option, words, capsys):
@@ -187,3 +188,55 @@ def test_precision_threads_and_the_new_fields_land_in_the_results_file(tmp_path,
     assert env["torch_threads"] == 1 and env["malloc"]
     (case,) = load_results(path).cases  # the loader checks every new field
     assert case.info["imprecise"] is True and case.info["precision_target"] == 0.0
+
+
+def test_the_cache_regime_is_warm_or_cold():
+    assert plugin.parse_cache("warm") == "warm" and plugin.parse_cache("cold") == "cold"
+    with pytest.raises(ValueError, match="'tepid'"):
+        plugin.parse_cache("tepid")
+    plugin.check_cache("warm", "cpu")
+    plugin.check_cache("cold", "cuda:0")  # a name only: nothing is asked of a GPU here
+    with pytest.raises(ValueError) as info:
+        plugin.check_cache("cold", "cpu")
+    assert "--cache cold" in str(info.value) and "cpu" in str(info.value)
+
+
+def test_a_cold_cache_on_the_cpu_is_a_usage_error(capsys):
+    """The harness cannot empty a CPU's caches: a regime it cannot produce is refused, not
+    recorded."""
+    args = [str(SUITE), "-p", "bench.plugin", "-p", "no:cacheprovider"]
+    args += ["--device=cpu", "--cache=cold", "--benchmark-only"]
+    assert pytest.main(args) == pytest.ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "--cache cold" in err and "L2" in err and "--cache warm" in err
+
+
+@pytest.fixture
+def sweeps(monkeypatch, tmp_path):
+    """The main job with its sweep stubbed: the pytest arguments it would pass are kept."""
+    import types
+
+    from bench.suite_runner import BenchmarkRunError
+
+    calls = []
+
+    def run_benchmarks(*args, pytest_args=(), **kwargs):
+        calls.append(list(pytest_args))
+        raise BenchmarkRunError("stubbed: no sweep in this test")
+
+    fake = types.ModuleType("bench.suite_runner")
+    fake.run_benchmarks, fake.BenchmarkRunError = run_benchmarks, BenchmarkRunError
+    monkeypatch.setitem(sys.modules, "bench.suite_runner", fake)
+    monkeypatch.chdir(tmp_path)
+    return calls
+
+
+def test_the_main_job_takes_the_cache_regime(sweeps, capsys):
+    from bench import cli
+
+    assert cli.main(["--device", "cpu", "--cache", "cold", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--cache" in err and "cpu" in err and err.count("\n") == 1
+    assert sweeps == []  # refused before the sweep
+    cli.main(["--device", "cpu", "--cache", "warm", "--no-progress", "--no-history"])
+    assert sweeps == [["--cache=warm"]]

@@ -2,6 +2,7 @@
 the adaptive rounds (driven by a fake clock: nothing real is timed) and how they reach
 pytest-benchmark's fixture."""
 
+import contextlib
 import itertools
 import math
 import random
@@ -12,21 +13,29 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench import stats
+from bench import stats, timing
 from bench.methods import Method, get_method
 from bench.problem import Problem
 from bench.results import CASE_FIELDS
 from bench.timing import (
+    CUDA_PASS_FIELDS,
     GROWTH,
     MIN_PRECISE_ROUNDS,
     NOISY_IQR_OVER_MEDIAN,
+    PROFILE_FITS,
     CopyBandwidth,
+    EventSpan,
+    L2Flush,
     Round,
+    _round_taker,
     bytes_per_step,
     derived_figures,
+    kernel_profile,
     measure,
+    memory_pass,
     oracle_check,
     sample,
+    summarize_kernels,
 )
 
 
@@ -47,16 +56,16 @@ def test_derived_figures_follow_the_formulas():
     assert fig["bandwidth_gbs"] == pytest.approx(120.0)  # 12e6 B / 1e-4 s
     assert fig["copy_fraction"] == pytest.approx(0.5)
     assert fig["elements_steps_per_s"] == pytest.approx(1e6 * 100 / 0.010)
-    assert fig["device_time_per_step_s"] is None
+    assert fig["event_span_per_step_s"] is None
     assert fig["iqr_over_median"] == pytest.approx(fig["time_per_step_iqr_s"] / 1e-4)
     assert fig["noisy"] is False
 
 
-def test_noise_flag_and_device_time():
+def test_noise_flag_and_event_span():
     problem = Problem(batch=2, dim=2, steps=10, lr=0.1)
     fig = derived_figures(problem, [1.0, 1.5, 1.0, 2.0, 1.0, 1.2], [0.5, 0.6, 0.4], copy_gbs=1.0)
     assert fig["iqr_over_median"] > NOISY_IQR_OVER_MEDIAN and fig["noisy"] is True
-    assert fig["device_time_per_step_s"] == pytest.approx(0.05)
+    assert fig["event_span_per_step_s"] == pytest.approx(0.05)
 
 
 def test_median_and_iqr_are_bench_stats_not_pytest_benchmarks():
@@ -292,7 +301,13 @@ def test_measure_takes_adaptive_rounds_and_records_them_in_the_fixture(durations
         budget_s=0.5,
         clock=clock,
     )
-    assert set(info) == set(CASE_FIELDS)
+    # Every field is one of the results model's; the CUDA passes' figures are absent on the CPU,
+    # not zero (other optional fields, such as bench.scale's, belong to other kinds of case).
+    assert set(info) <= set(CASE_FIELDS) and not set(info) & set(CUDA_PASS_FIELDS)
+    timing_fields = list(CASE_FIELDS)[: list(CASE_FIELDS).index("sm_clock_max_mhz") + 1]
+    assert set(timing_fields) <= set(info)
+    assert info["event_span_per_step_s"] is None and info["no_event_span_reason"] is None
+    assert info["cache"] == "warm" and info["l2_flush_bytes"] is None
     assert method.prepared == 1
     assert all(fresh and contiguous for _, fresh, contiguous in method.seen)
     data = bench.stats.stats.data  # what pytest-benchmark writes as the raw samples
@@ -380,3 +395,409 @@ def test_measure_records_the_cpu_pressure_during_the_rounds(monkeypatch):
         clock=clock,
     )
     assert info["cpu_stall"] == 1.0 and info["busy"] is True
+
+
+# --- events, the cold-cache flush, the profiler and memory passes, with fakes --------------------
+
+
+class Log(list):
+    """What happened, in order: the fakes below append to it."""
+
+
+class LoggedClock(FakeClock):
+    def __init__(self, log: Log):
+        super().__init__()
+        self.log = log
+
+    def __call__(self) -> float:
+        self.log.append("clock")
+        return self.now
+
+
+class FakeEvent:
+    """torch.cuda.Event's life as torch 2.14 has it: the CUDA event is created at the first
+    record(). Counts the objects and logs each creation of a CUDA event and each record."""
+
+    made = 0
+
+    def __init__(self, log: Log, enable_timing: bool = False):
+        assert enable_timing
+        type(self).made += 1
+        self.log, self.recorded, self.streams = log, 0, []
+        self.log.append("new Event")
+
+    def record(self, stream=None):
+        if not self.recorded:
+            self.log.append("cudaEventCreate")
+        self.recorded += 1
+        self.streams.append(stream)
+        self.log.append("record")
+
+    def synchronize(self):
+        self.log.append("event sync")
+
+    def elapsed_time(self, end):
+        return 4.0  # milliseconds
+
+
+def fake_events(log: Log, stream="stream"):
+    FakeEvent.made = 0
+    return EventSpan(stream, event_class=lambda **kw: FakeEvent(log, **kw))
+
+
+def timed_regions(log: Log) -> list[list[str]]:
+    """The entries between each "clock" that starts a fit ("run" follows) and the next "clock"."""
+    regions = []
+    for i, entry in enumerate(log):
+        if entry != "run":
+            continue
+        begin = max(j for j in range(i) if log[j] == "clock")
+        end = min(j for j in range(i, len(log)) if log[j] == "clock")
+        regions.append(log[begin + 1 : end])
+    return regions
+
+
+class LoggedRun(Method):
+    name = "logged"
+
+    def __init__(self, log: Log, clock: FakeClock | None = None):
+        self.log, self.clock = log, clock
+
+    def prepare(self, x0, t, lr, steps):
+        pass
+
+    def run(self, x, t, lr, steps):
+        self.log.append("run")
+        if self.clock is not None:
+            self.clock.now += 0.010
+        return get_method("analytic").run(x, t, lr, steps)
+
+
+def test_events_are_created_and_first_recorded_before_the_timed_region():
+    """No round pays for creating an event: both are made and recorded once, untimed, and a timed
+    region holds only the two records around the fit."""
+    log = Log()
+    events = fake_events(log)
+    assert FakeEvent.made == 2 and log.count("cudaEventCreate") == 2
+    assert log[-1] == "event sync"  # the first records are done before any fit starts
+    setup = len(log)
+    problem = Problem(batch=2, dim=3, steps=4, lr=0.1)
+    x0, t = problem.inputs("cpu")
+    clock = LoggedClock(log)
+    take_round = _round_taker(
+        LoggedRun(log, clock), problem, torch.device("cpu"), t, x0.clone, None, False, clock, events
+    )
+    rounds = [take_round() for _ in range(5)]
+    assert FakeEvent.made == 2 and log[setup:].count("cudaEventCreate") == 0
+    assert timed_regions(log) == [["record", "run", "record"]] * 5
+    assert all(r.span_s == 0.004 for r in rounds)
+    assert events.start.streams == events.end.streams == ["stream"] * 6  # the one stream
+
+
+def test_measure_creates_two_events_per_case_however_many_rounds(monkeypatch):
+    log = Log()
+    monkeypatch.setattr(timing, "_event_span", lambda method, device: fake_events(log))
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    bench = make_fixture()
+    info = measure(
+        bench,
+        Timed(x0, clock, noisy()),
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        budget_s=0.5,
+        clock=clock,
+    )
+    rounds = len(bench.stats.stats.data)
+    assert rounds > 20 and FakeEvent.made == 2 and log.count("cudaEventCreate") == 2
+    assert log.count("record") == 2 + 2 * rounds
+    assert info["event_span_per_step_s"] == pytest.approx(0.004 / 10)
+
+
+def test_jax_gets_no_events_and_says_why():
+    """XLA runs jax's scan on its own stream: events on torch's would not bracket it."""
+    jax = get_method("jax")
+    assert "host clock only" in jax.outside_torch and "XLA" in jax.outside_torch
+    assert timing._event_span(jax, torch.device("cuda")) is None  # decided before any CUDA call
+    assert timing._event_span(get_method("analytic"), torch.device("cpu")) is None
+
+
+def test_the_l2_flush_buffer_is_sized_from_the_device_properties():
+    seen = []
+
+    def properties(device):
+        seen.append(device)
+        return types.SimpleNamespace(L2_cache_size=50 * 2**20 + 123)  # not a round size
+
+    flush = L2Flush("cpu", properties=properties)
+    assert seen == [torch.device("cpu")]
+    assert flush.nbytes == 50 * 2**20 + 123
+    assert flush.buffer.dtype == torch.uint8 and flush.buffer.numel() == flush.nbytes
+    flush.buffer.fill_(7)
+    flush()
+    assert not flush.buffer.any()  # every byte written
+    with pytest.raises(ValueError, match="none to flush"):
+        L2Flush("cpu", properties=lambda d: types.SimpleNamespace(L2_cache_size=0))
+
+
+def test_the_cold_regime_is_refused_without_a_gpu():
+    with pytest.raises(ValueError) as info:
+        L2Flush("cpu")
+    assert "L2" in str(info.value) and "--cache warm" in str(info.value)
+
+
+class FakeFlush:
+    nbytes = 52_428_800
+
+    def __init__(self, log: Log):
+        self.log, self.calls = log, 0
+
+    def __call__(self):
+        self.calls += 1
+        self.log.append("flush")
+
+
+def test_the_flush_comes_before_the_clock_starts_in_every_round():
+    log = Log()
+    problem = Problem(batch=2, dim=3, steps=4, lr=0.1)
+    x0, t = problem.inputs("cpu")
+    clock, flush = LoggedClock(log), FakeFlush(log)
+
+    def fresh():
+        log.append("copy")
+        return x0.clone()
+
+    take_round = _round_taker(
+        LoggedRun(log, clock),
+        problem,
+        torch.device("cpu"),
+        t,
+        fresh,
+        None,
+        False,
+        clock,
+        None,
+        flush,
+    )
+    for _ in range(3):
+        take_round()
+    assert log == ["copy", "flush", "clock", "run", "clock"] * 3  # copy, then flush: x cold too
+
+
+def test_measure_in_the_cold_regime_flushes_before_each_timed_fit_and_records_it():
+    log = Log()
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    flush, bench = FakeFlush(log), make_fixture()
+    info = measure(
+        bench,
+        Timed(x0, clock, steady()),
+        problem,
+        "cpu",
+        copy=CopyBandwidth(0.001, 3),
+        device_name="X",
+        clock=clock,
+        flush=flush,
+    )
+    assert flush.calls == len(bench.stats.stats.data)  # not before the oracle fit or warm-ups
+    assert info["cache"] == "cold" and info["l2_flush_bytes"] == FakeFlush.nbytes
+
+
+class KinetoEvent:
+    """The parts of torch's _KinetoEvent that the summary reads."""
+
+    def __init__(self, kind, start_ns, end_ns, device="cuda", index=0, name="k"):
+        from torch.autograd import DeviceType
+
+        self._kind, self._start, self._end, self._index, self._name = (
+            kind,
+            start_ns,
+            end_ns,
+            index,
+            name,
+        )
+        self._device = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+
+    def device_type(self):
+        return self._device
+
+    def device_index(self):
+        return self._index
+
+    def activity_type(self):
+        return self._kind
+
+    def start_ns(self):
+        return self._start
+
+    def end_ns(self):
+        return self._end
+
+    def name(self):
+        return self._name
+
+
+def one_fit_profile(offset=0):
+    """Two kernels on two streams overlapping (100..300 and 200..400: busy 300), a copy after a
+    gap (500..550), a memset inside a kernel (250..260: no extra busy time); and what is no work
+    of the fit: a synchronization record, a user annotation, a CPU op, a kernel on GPU 1."""
+    return [
+        KinetoEvent("kernel", offset + 100, offset + 300),
+        KinetoEvent("kernel", offset + 200, offset + 400),
+        KinetoEvent("gpu_memcpy", offset + 500, offset + 550),
+        KinetoEvent("gpu_memset", offset + 250, offset + 260),
+        KinetoEvent("cuda_sync", offset + 0, offset + 1000, name="Context Sync"),
+        KinetoEvent("gpu_user_annotation", offset + 0, offset + 1000),
+        KinetoEvent("cpu_op", offset + 0, offset + 1000, device="cpu", index=-1),
+        KinetoEvent("kernel", offset + 0, offset + 1000, index=1),
+    ]
+
+
+def test_the_profile_summary_counts_the_fits_work_on_its_gpu():
+    summary = summarize_kernels(one_fit_profile(), device_index=0)
+    assert summary.busy_s == pytest.approx(350e-9)  # the union: 300 + 50, not 200+200+50+10
+    assert (summary.kernels, summary.memory_ops) == (2, 2)
+    assert summarize_kernels(one_fit_profile(), device_index=None).kernels == 3  # any GPU
+    # Nothing recorded (no CUPTI): no figure, not zero.
+    assert summarize_kernels([KinetoEvent("cpu_op", 0, 9, device="cpu")], 0) is None
+    assert summarize_kernels([], 0) is None
+
+
+class FakeProfile:
+    """torch.profiler.profile as the pass uses it: a context manager; its events come from the
+    list of per-session profiles given."""
+
+    def __init__(self, log: Log, profiles):
+        self.log, self.profiles = log, list(profiles)
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        self.log.append("profile on")
+        return self.profiles.pop(0)
+
+    def __exit__(self, *exc):
+        self.log.append("profile off")
+        return False
+
+
+def test_the_profiler_pass_profiles_each_fit_alone_and_keeps_the_medians(monkeypatch):
+    log = Log()
+    monkeypatch.setattr(timing, "synchronize", lambda device: log.append("sync"))
+    sessions = [one_fit_profile(), one_fit_profile(10_000), one_fit_profile()[:2]]
+    figures = kernel_profile(
+        lambda: log.append("run"),
+        lambda: log.append("copy and flush"),
+        torch.device("cuda", 0),
+        steps=10,
+        profile=FakeProfile(log, sessions),
+        events_of=lambda events: events,
+    )
+    assert log == ["copy and flush", "profile on", "run", "sync", "profile off"] * 3
+    assert figures["gpu_busy_per_step_s"] == pytest.approx(350e-9 / 10)  # median of 350, 350, 300
+    assert figures["kernel_launches_per_step"] == pytest.approx(0.2)
+    assert figures["memory_ops_per_step"] == pytest.approx(0.2)  # median of 2, 2, 0
+    silent = kernel_profile(
+        lambda: None,
+        lambda: None,
+        torch.device("cuda", 0),
+        steps=10,
+        profile=FakeProfile(log, [[]] * 3),
+        events_of=lambda events: events,
+    )
+    assert silent == {}  # absent, not zero
+
+
+class FakeAllocatorStats:
+    """torch.cuda's peak-memory functions: 300 bytes held before the fit; the fit peaks at 1300."""
+
+    def __init__(self, log: Log):
+        self.log, self.allocated, self.peak = log, 300, 5000  # a peak from before the fit
+
+    def reset_peak_memory_stats(self, device):
+        self.log.append("reset")
+        self.peak = self.allocated
+
+    def memory_allocated(self, device):
+        return self.allocated
+
+    def max_memory_allocated(self, device):
+        self.log.append("max")
+        return self.peak
+
+    def fit(self):
+        self.log.append("run")
+        self.peak = max(self.peak, self.allocated + 1000)
+
+
+def test_the_memory_pass_resets_the_peak_before_the_fit():
+    log = Log()
+    cuda = FakeAllocatorStats(log)
+    figures = memory_pass(cuda.fit, torch.device("cpu"), cuda=cuda)
+    assert log == ["reset", "run", "max"]
+    assert figures == {"peak_memory_bytes": 1300, "fit_memory_bytes": 1000}
+
+
+def test_a_case_runs_with_its_device_as_the_current_cuda_device():
+    assert isinstance(timing.current_device(torch.device("cpu")), contextlib.nullcontext)
+    guard = timing.current_device(torch.device("cuda", 1))  # made, not entered: no CUDA here
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+
+
+def test_measure_fails_a_method_that_did_not_run_as_it_claims():
+    class Pretender(Timed):
+        def verify(self):
+            raise RuntimeError("inductor skipped CUDA graphs")
+
+    problem = Problem(batch=4, dim=33, steps=10, lr=1.6)
+    x0, _ = problem.inputs("cpu")
+    clock = FakeClock()
+    with pytest.raises(RuntimeError, match="skipped CUDA graphs"):
+        measure(
+            make_fixture(),
+            Pretender(x0, clock, steady()),
+            problem,
+            "cpu",
+            copy=CopyBandwidth(0.001, 3),
+            device_name="X",
+            clock=clock,
+        )
+
+
+def test_the_profiler_pass_of_a_case_keeps_copies_and_flushes_out_of_the_sessions(monkeypatch):
+    """bench.timing's own pass, with torch.profiler faked: each profiled fit gets a fresh copy of
+    x0 and, cold, the flush, both before its session opens; a profiler that fails costs the
+    figures (a warning), not the case."""
+    log = Log()
+    monkeypatch.setattr(timing, "cuda_profiling_supported", lambda: True)
+    monkeypatch.setattr(timing, "_cuda_profile", FakeProfile(log, [one_fit_profile()] * 3))
+    monkeypatch.setattr(timing, "_profile_events", lambda events: events)
+    problem = Problem(batch=2, dim=3, steps=10, lr=0.1)
+    x0, t = problem.inputs("cpu")
+
+    def fresh():
+        log.append("copy")
+        return x0.clone()
+
+    figures = timing._profiler_pass(
+        LoggedRun(log), problem, torch.device("cpu"), t, fresh, FakeFlush(log)
+    )
+    assert log == ["copy", "flush", "profile on", "run", "profile off"] * PROFILE_FITS
+    assert figures["kernel_launches_per_step"] == pytest.approx(0.3)  # no index: every GPU's
+
+    def broken():
+        raise RuntimeError("CUPTI_ERROR_INSUFFICIENT_PRIVILEGES")
+
+    monkeypatch.setattr(timing, "_cuda_profile", broken)
+    with pytest.warns(RuntimeWarning, match="no profiler figures.*CUPTI"):
+        assert (
+            timing._profiler_pass(LoggedRun(log), problem, torch.device("cpu"), t, fresh, None)
+            == {}
+        )
+    monkeypatch.setattr(timing, "cuda_profiling_supported", lambda: False)
+    assert timing._profiler_pass(LoggedRun(log), problem, torch.device("cpu"), t, fresh, None) == {}

@@ -91,6 +91,10 @@ class Method:
     summary: str = ""
     # True for the loops that keep each step's 0-d loss tensor in a list until torch.stack.
     keeps_a_tensor_per_step: bool = False
+    # Why torch cannot see this method's GPU work, where it cannot: its events on torch's stream
+    # would not bracket the work, and torch's memory statistics would not count it (jax: XLA's
+    # own stream and allocator). None: the work is torch's.
+    outside_torch: str | None = None
 
     def available(self, device: str | torch.device) -> str | None:
         """None if the method can run on `device`, else the reason it cannot."""
@@ -107,6 +111,11 @@ class Method:
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         """Apply `steps` updates to `x` in place; return the [steps] float32 loss trace."""
         raise NotImplementedError
+
+    def verify(self) -> None:
+        """Raise RuntimeError, with the reason, if the fits since the last `prepare` did not run
+        as this method's name says (bench.timing calls it, untimed, after a case's fits): a
+        method timed under a name must be that method."""
 
     def fit_bytes(self, x0: torch.Tensor, steps: int) -> int:
         """A lower bound on the memory a fit of `steps` steps needs on x0's device beyond x0, t

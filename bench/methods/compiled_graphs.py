@@ -4,12 +4,21 @@ CUDA graph per step (cudagraph trees), so each step costs one graph launch from 
 The step updates static buffers in place (x, t and lr marked as static addresses, reused across
 fits of one shape and dtype), so a replay copies no inputs; only the 0-dim loss comes out, and it
 is copied into the trace before the next replay overwrites it.
+
+Inductor may skip CUDA graphs and run its kernels one by one instead, with no more than a log
+warning (an input mutation it cannot prove safe, a CPU tensor, a dynamic shape, a re-recording
+limit), which pytest captures and a benchmark run's log buries. That would time something else
+under this name, so the method fails loudly instead: `CudagraphSkips` watches inductor's count
+of skips over a case's fits (`prepare` to `verify`) and the case fails with inductor's reason.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -35,6 +44,73 @@ def compiled_step_in_place():
     return torch.compile(step_in_place, mode="reduce-overhead", dynamic=False, fullgraph=True)
 
 
+class CudagraphSkips:
+    """Inductor's count of skipped CUDA graphs, and the reasons it gave.
+
+    In torch 2.14 every place that decides against CUDA graphs, at compile time
+    (torch/_inductor/output_code.py `cudagraph_post_compile`, compile_fx.py) or at run time
+    (cudagraph_trees.py: a mutated input that cudagraphs does not manage, the re-recording limit),
+    calls `log_cudagraph_skip_and_bump_counter(msg)` in torch/_inductor/cudagraph_utils.py:
+    `counters["inductor"]["cudagraph_skips"] += 1` (torch._dynamo.utils.counters) and a warning
+    "skipping cudagraphs due to ..." on its artifact logger `cudagraphs_log`
+    (torch._inductor.cudagraph_utils.__cudagraphs). The count is the test; a handler on that
+    logger keeps the reasons. `counters` and `logger` stand for torch's (a test's fakes)."""
+
+    KEY = ("inductor", "cudagraph_skips")
+
+    def __init__(
+        self, counters: Mapping[str, Mapping[str, int]] | None = None, logger: Any = None
+    ) -> None:
+        if counters is None:
+            from torch._dynamo.utils import counters
+        if logger is None:
+            from torch._inductor.cudagraph_utils import cudagraphs_log as logger
+        self.counters = counters
+        self.reasons: list[str] = []
+        logger.addHandler(_Collect(self.reasons))
+
+    def count(self) -> int:
+        group, name = self.KEY
+        return int(self.counters[group][name])
+
+    def mark(self) -> tuple[int, int]:
+        """Where the count and the reasons stand now."""
+        return self.count(), len(self.reasons)
+
+    def since(self, mark: tuple[int, int]) -> str | None:
+        """None if no skip was counted since `mark`, else what inductor said of it."""
+        count, said = mark
+        if self.count() <= count:
+            return None
+        reasons = list(dict.fromkeys(self.reasons[said:]))
+        if not reasons:
+            return f"counters{list(self.KEY)} rose by {self.count() - count}, no reason logged"
+        return "; ".join(reasons)
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of a logger's warnings."""
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@functools.cache
+def cudagraph_skips() -> CudagraphSkips:
+    return CudagraphSkips()
+
+
+def skipped_message(reason: str) -> str:
+    return (
+        "inductor skipped CUDA graphs, so this would time its kernels launched one by one, not "
+        f"graph replays: {reason}"
+    )
+
+
 def static_buffers(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """x, t and lr buffers whose addresses cudagraphs may bake in: they are updated, not copied."""
     buffers = (
@@ -51,8 +127,19 @@ class CompiledGraphs(Method):
     name = "compiled_graphs"
     summary = 'torch.compile(mode="reduce-overhead") of one step: a CUDA graph replay per step'
 
-    def __init__(self) -> None:
+    def __init__(self, skips: CudagraphSkips | None = None) -> None:
         self._buffers: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._skips = skips
+        # Per device, dtype and shape: why inductor skipped CUDA graphs for it. A shape compiled
+        # once stays compiled without graphs, and a later case of it counts no new skip.
+        self.skipped: dict[tuple, str] = {}
+        self._watch: tuple[tuple, tuple[int, int]] | None = None  # (shape key, mark)
+
+    @property
+    def skips(self) -> CudagraphSkips:
+        if self._skips is None:
+            self._skips = cudagraph_skips()
+        return self._skips
 
     def available(self, device: str | torch.device) -> str | None:
         if torch.device(device).type != "cuda":
@@ -71,8 +158,24 @@ class CompiledGraphs(Method):
 
     def prepare(self, x0: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> None:
         """Compile, warm up and record (cudagraph trees record on the second call, replay from
-        the third): a few steps, untimed."""
+        the third): a few steps, untimed. RuntimeError if inductor skipped CUDA graphs for this
+        shape, now or before; `verify` checks the fits that follow."""
+        key = (x0.device, x0.dtype, tuple(x0.shape))
+        if key in self.skipped:
+            raise RuntimeError(skipped_message(self.skipped[key]))
+        self._watch = (key, self.skips.mark())
         self.fit(x0, t, lr, min(steps, 3))
+        self.verify()
+
+    def verify(self) -> None:
+        """RuntimeError with inductor's reason if it skipped CUDA graphs since `prepare`."""
+        if self._watch is None:
+            return
+        key, mark = self._watch
+        reason = self.skips.since(mark)
+        if reason is not None:
+            self.skipped[key] = reason
+            raise RuntimeError(skipped_message(reason))
 
     def run(self, x: torch.Tensor, t: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
         return run_steps(compiled_step_in_place(), self._static(x, t), x, t, lr, steps)

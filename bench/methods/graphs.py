@@ -18,6 +18,10 @@ from bench.methods.base import Method, as_compute, compute_dtype
 # memory pool: a few times x's size). A sweep visits many shapes: keep only the latest few.
 MAX_GRAPHS = 4
 WARMUP_STEPS = 3  # run on a side stream before capture, as torch.cuda.graphs advises
+# cudaStreamCaptureModeThreadLocal: only this thread is barred from unsafe CUDA calls (a
+# cudaMalloc, a synchronize) while it captures. The default, "global", bars every thread of the
+# process, so another thread's work (jax's, a data loader's) would fail or break the capture.
+CAPTURE_ERROR_MODE = "thread_local"
 
 
 def analytic_loop(x: torch.Tensor, t: torch.Tensor, lr: torch.Tensor, loss: torch.Tensor) -> None:
@@ -64,7 +68,7 @@ def capture(x: torch.Tensor, t: torch.Tensor, steps: int) -> Captured:
     with torch.cuda.stream(side):
         analytic_loop(static.x, static.t, static.lr, static.loss[:WARMUP_STEPS])
     torch.cuda.current_stream(x.device).wait_stream(side)
-    with torch.cuda.graph(static.graph):
+    with torch.cuda.graph(static.graph, capture_error_mode=CAPTURE_ERROR_MODE):
         analytic_loop(static.x, static.t, static.lr, static.loss)
     return static
 

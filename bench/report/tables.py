@@ -44,6 +44,8 @@ OPTIONAL_FLAGS = (
     "throttled_rounds",
 )
 FLAG_FIELDS = ("noisy", "oracle_ok", "imprecise", "busy", "throttled")
+# Optional per-case text (None where a file or a device has none): kept as text, not coerced.
+OPTIONAL_TEXT = ("cache", "no_event_span_reason")
 # Figures computed here from the raw samples (bench.stats), one row per case.
 INTERVAL_COLUMNS = (
     "time_per_step_low_s",  # 95% interval of the median time of one fit, / K
@@ -105,7 +107,7 @@ def cases_frame(results: Results) -> pd.DataFrame:
     columns = list(dict.fromkeys([*CASE_FIELDS, *OPTIONAL_FLAGS, *INTERVAL_COLUMNS]))
     columns += ["elements", "rounds"]
     frame = pd.DataFrame(rows, columns=columns)
-    numeric = [c for c in columns if c not in (*TEXT_FIELDS, *FLAG_FIELDS)]
+    numeric = [c for c in columns if c not in (*TEXT_FIELDS, *FLAG_FIELDS, *OPTIONAL_TEXT)]
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in TEXT_FIELDS:
@@ -248,6 +250,8 @@ def _flags(case: Any) -> tuple[list[str], list[str]]:
         rounds = f"{int(count)} " if isinstance(count, float) and math.isfinite(count) else ""
         flags.append(f"throttled ({rounds}rounds under GPU throttling kept in the samples)")
         css.append("throttled")
+    if isinstance(case.no_event_span_reason, str) and case.no_event_span_reason:
+        flags.append(f"no event span ({case.no_event_span_reason})")
     if case.oracle_ok is not None and not _flag(case.oracle_ok):
         flags.append(f"ORACLE FAILED (max err {number(case.oracle_max_abs_err)})")
         css.append("bad")
@@ -263,9 +267,40 @@ def _percent(fraction: Any) -> str:
     return f"±{significant(100 * value, 2)}%" if math.isfinite(value) else ""
 
 
+TIMES_CAPTION = (
+    "Three times per step, each what it says: time / step is the host's, from the call until "
+    "the result can be used (what a user waits); event span is the time between two CUDA events "
+    "on torch's stream around the fit, the GPU's idle gaps between launches included; GPU busy "
+    "is the union of the intervals during which the fit's kernels, copies and memsets ran "
+    "(torch.profiler, an untimed pass). host - busy is the time the GPU spent on none of the "
+    "fit's work: launch overhead, the host's own work and the wait for the result (most of a "
+    "launch-bound method's time). kernels / step counts the kernels the GPU ran (each kernel of "
+    "a CUDA graph replay counts, though the host launches the graph once)."
+)
+MEMORY_CAPTION = (
+    "fit memory: the most device memory a fit allocated beyond what was allocated when it "
+    "began (its temporaries, trace and outputs); peak memory: everything torch's allocator held "
+    "at that peak (x0, t, the fit's copy of x0, state this and other methods keep, the "
+    "cold-cache buffer)."
+)
+
+
+def _cache_caption(group: pd.DataFrame) -> str:
+    """The L2 regime of the group's timed fits, where all share one (else a column says it)."""
+    regimes = set(group.cache.dropna())
+    if len(regimes) != 1:
+        return ""
+    if regimes == {"warm"}:
+        return "L2 cache: warm (each fit finds what the previous one left, as a user's would)."
+    flushed = group.l2_flush_bytes.dropna()
+    size = f" of {flushed.iloc[0] / 2**20:.3g} MiB" if len(flushed) else ""
+    return f"L2 cache: cold (a buffer{size}, the L2's size, written before each timed fit)."
+
+
 def timing_tables(cases: pd.DataFrame) -> list[Table]:
     """One table per problem and device, methods as rows, fastest first; ranks only where the
-    95% intervals of the medians prove them (`tie_ranks`)."""
+    95% intervals of the medians prove them (`tie_ranks`). On CUDA: the event span, the
+    profiler's GPU busy time and host - busy beside the host time, kernels per step, memory."""
     tables = []
     groups = sorted(
         cases.groupby(["problem", "device"], sort=False),
@@ -273,23 +308,38 @@ def timing_tables(cases: pd.DataFrame) -> list[Table]:
     )
     for (problem, device), group in groups:
         group = group.sort_values("time_per_step_s", na_position="last")
-        with_device_time = bool(group.device_time_per_step_s.notna().any())
-        header = ["rank", "method", "time / step", "IQR"]
-        if with_device_time:
-            header.append("device time / step")
-        header += ["GB/s", "of copy BW", "speedup vs autograd", "setup", "flags"]
+        with_span = bool(group.event_span_per_step_s.notna().any())
+        with_busy = bool(group.gpu_busy_per_step_s.notna().any())
+        with_kernels = bool(group.kernel_launches_per_step.notna().any())
+        with_memory = bool(group.peak_memory_bytes.notna().any())
+        with_cache = group.cache.dropna().nunique() > 1
+        header = ["rank", "method", "time / step"]
+        if with_span:
+            header.append("event span / step")
+        if with_busy:
+            header += ["GPU busy / step", "host - busy / step"]
+        header.append("IQR")
+        if with_kernels:
+            header.append("kernels / step")
+        header += ["GB/s", "of copy BW", "speedup vs autograd", "setup"]
+        if with_memory:
+            header += ["fit memory", "peak memory"]
+        if with_cache:
+            header.append("L2 cache")
+        header.append("flags")
         ranks = tie_ranks(list(group.time_per_step_low_s), list(group.time_per_step_high_s))
         rows, classes = [], []
         for rank, case in zip(ranks, group.itertuples(index=False), strict=True):
             flags, css = _flags(case)
-            row = [
-                rank,
-                case.method,
-                time_text(case.time_per_step_s, case.median_halfwidth),
-                number(100 * case.iqr_over_median, ".2g", "%"),
-            ]
-            if with_device_time:
-                row.append(seconds(case.device_time_per_step_s))
+            row = [rank, case.method, time_text(case.time_per_step_s, case.median_halfwidth)]
+            if with_span:
+                row.append(seconds(case.event_span_per_step_s))
+            if with_busy:
+                busy = case.gpu_busy_per_step_s
+                row += [seconds(busy), seconds(case.time_per_step_s - busy)]
+            row.append(number(100 * case.iqr_over_median, ".2g", "%"))
+            if with_kernels:
+                row.append(number(case.kernel_launches_per_step, ".3g"))
             row += [
                 number(case.bandwidth_gbs, ".3g"),
                 number(100 * case.copy_fraction, ".3g", "%"),
@@ -300,20 +350,48 @@ def timing_tables(cases: pd.DataFrame) -> list[Table]:
                     baseline=case.method == BASELINE_METHOD,
                 ),
                 seconds(case.setup_s),
-                "; ".join(flags),
             ]
+            if with_memory:
+                row += [memory_text(case.fit_memory_bytes), memory_text(case.peak_memory_bytes)]
+            if with_cache:
+                row.append(case.cache if isinstance(case.cache, str) else "—")
+            row.append("; ".join(flags))
             rows.append(row)
             classes.append(" ".join(css))
         first = group.iloc[0].to_dict()
-        caption = (
-            f"B={_int(first['batch'])}, D={_int(first['dim'])}, K={_int(first['steps'])} steps, "
-            f"lr={number(first['lr'], 'g')}, {first['dtype']}, on {first['device_name']}. Bytes "
-            "per step counted: 3 x itemsize x B x D (read x and t, write x) = "
-            f"{_int(first['bytes_per_step'])}; copy bandwidth measured in the same run: "
-            f"{number(first['copy_bandwidth_gbs'])} GB/s. {RANK_CAPTION}"
+        notes = [
+            TIMES_CAPTION if with_span or with_busy else "",
+            MEMORY_CAPTION if with_memory else "",
+            _cache_caption(group),
+        ]
+        caption = " ".join(
+            [
+                f"B={_int(first['batch'])}, D={_int(first['dim'])}, K={_int(first['steps'])} "
+                f"steps, lr={number(first['lr'], 'g')}, {first['dtype']}, on "
+                f"{first['device_name']}. Bytes per step counted: 3 x itemsize x B x D (read x "
+                f"and t, write x) = {_int(first['bytes_per_step'])}; copy bandwidth measured in "
+                f"the same run: {number(first['copy_bandwidth_gbs'])} GB/s.",
+                *[note for note in notes if note],
+                RANK_CAPTION,
+            ]
         )
         tables.append(Table(f"{problem} on {device}", header, rows, classes, caption))
     return tables
+
+
+def memory_text(value: Any) -> str:
+    """Bytes as a reader compares them: '12.3 MiB'; '—' where not measured."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(value):
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.3g} {unit}" if abs(value) < 1000 else f"{value:.0f} {unit}"
+        value /= 1024
+    return "—"
 
 
 def _int(value: Any) -> str:
@@ -386,6 +464,7 @@ ENVIRONMENT_ORDER = (
     "sm_count",
     "compute_capability",
     "memory_bytes",
+    "l2_cache_bytes",
     "driver",
     "cuda",
     "torch",
@@ -422,6 +501,8 @@ def environment_table(results: Results, source: str) -> Table:
             continue
         if key == "memory_bytes" and isinstance(value, (int, float)):
             rows.append(["memory", f"{value / 2**30:.1f} GiB"])
+        elif key == "l2_cache_bytes" and isinstance(value, (int, float)):
+            rows.append(["L2 cache", memory_text(value)])
         else:
             rows.append([key, _flat(value)])
     if "python" not in env and results.python_version:
