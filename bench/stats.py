@@ -87,7 +87,13 @@ def iqr_over_median(samples) -> float:
 
 
 def normal_quantile(p: float) -> float:
-    """The standard normal distribution's quantile: normal_quantile(0.975) = 1.95996..."""
+    """The standard normal distribution's quantile: normal_quantile(0.975) = 1.95996...; -inf and
+    inf at 0 and 1, as scipy's norm.ppf (a level of 1 - 1e-300 rounds to 1: the interval is
+    then everything)."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
     return _STANDARD_NORMAL.inv_cdf(p)
 
 

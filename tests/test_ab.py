@@ -235,7 +235,9 @@ def test_interrupted_ab_removes_worktrees_and_workers(repo, tmp_path):
         lines.append(line)
         if "interleaving rounds" in line:
             break
-    time.sleep(0.5)
+    # Rounds of about 50 ms a side: within 3 s some are done even on a loaded machine (0.5 s was
+    # not always enough for the first one, and a run stopped before any round saves nothing).
+    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     err = "".join(lines) + err

@@ -77,7 +77,7 @@ def test_timing_tables_one_per_problem_with_flags(report):
     assert "ORACLE FAILED (max err 0.03)" in page
     assert "event span / step" in page  # device_time_per_step_s in this older file
     assert "jax is not installed" in page and "CUDA graph capture failed" in page
-    assert "triton_fused: moves x and t once for all K steps" in page
+    assert "triton_fused: move x and t once for several steps" in page
 
     timing = pd.read_csv(report / "timing.csv")
     assert len(timing) == 15

@@ -86,3 +86,11 @@ def test_too_few_samples_give_no_ratio_and_the_range_as_the_median_interval(n):
     with pytest.raises(ValueError, match="at least 5 samples"):
         stats.ratio_interval(x, x)
     assert (stats.median_interval(x).low, stats.median_interval(x).high) == (1.0, float(n))
+
+
+def test_a_level_that_rounds_to_one_gives_the_whole_line():
+    """1 - 1e-300 is 1.0 in float: the interval is [0, inf], as with scipy, not an error."""
+    x = np.arange(1.0, 11.0)
+    interval = stats.ratio_interval(x, x, level=1 - 1e-300)
+    assert (interval.low, interval.high) == (0.0, math.inf)
+    assert stats.normal_quantile(0.0) == -math.inf and stats.normal_quantile(1.0) == math.inf
