@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # The sweeps' names only: bench.sweeps imports torch, and `ab --help` needs none of it.
     from bench.cli import DEFAULT_SWEEP
     from bench.cli import SWEEP_NAMES as SWEEPS
+    from bench.compare import add_verdict_options
 
     parser.add_argument(
         "--sweep",
@@ -105,16 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="D1,D2",
         help="run every problem of the sweep in these dtypes (default: the sweep's own)",
     )
-    parser.add_argument(
-        "--threshold",
-        default="10%",
-        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)",
-    )
-    parser.add_argument(
-        "--alpha",
-        default="0.05",
-        help="1 - the confidence level of the intervals (default: 0.05, 95%% intervals)",
-    )
+    add_verdict_options(parser)
     parser.add_argument(
         "--max-time",
         default=str(DEFAULT_MAX_TIME),

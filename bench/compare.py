@@ -448,6 +448,20 @@ def parse_alpha(text: str) -> float:
     return value
 
 
+def add_verdict_options(parser: argparse.ArgumentParser) -> None:
+    """--threshold and --alpha: what a verdict is read against (compare, ab)."""
+    parser.add_argument(
+        "--threshold",
+        default="10%",
+        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)",
+    )
+    parser.add_argument(
+        "--alpha",
+        default="0.05",
+        help="1 - the confidence level of the intervals (default: 0.05, 95%% intervals)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Compare a candidate results file with a baseline, case by case. A case is a regression "
@@ -472,16 +486,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the baselines/ folder is (default: reports)",
     )
-    parser.add_argument(
-        "--threshold",
-        default="10%",
-        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)",
-    )
-    parser.add_argument(
-        "--alpha",
-        default="0.05",
-        help="1 - the confidence level of the intervals (default: 0.05, 95%% intervals)",
-    )
+    add_verdict_options(parser)
     parser.add_argument(
         "--allow-device-mismatch",
         action="store_true",
